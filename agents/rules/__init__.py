@@ -1,0 +1,19 @@
+"""Price-update rules: a registry of small objects, one module each.
+
+>>> from agents.rules import make_rule
+>>> make_rule("entropic", step_size=0.1).params()
+array([0.1])
+"""
+
+from agents.rules import additive, entropic, multiplicative  # noqa: F401  (registers)
+from agents.rules.base import (
+    PRICE_FLOOR,
+    RULES,
+    PriceRule,
+    RuleError,
+    make_rule,
+    register,
+    rule_kernel,
+)
+
+__all__ = ["PRICE_FLOOR", "RULES", "PriceRule", "RuleError", "make_rule", "register", "rule_kernel"]

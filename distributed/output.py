@@ -1,0 +1,136 @@
+"""The result folder, written atomically: a failed run leaves no half-written folder.
+
+Layout of ``DIR``:
+
+* ``summary.json`` — the run's parameters, verdict, final metrics and speed
+* ``metrics.parquet`` — per round: ``round``, ``excess_demand``, ``price_dispersion``,
+  ``price_<good>`` (network-mean price), ``excess_<good>`` (relative to supply)
+* ``agents.parquet`` — per agent: ``id``, ``group``, ``family``, ``price_<good>``
+  (final prices), ``excess_<good>`` (final excess demand at own prices), ``wealth``
+* ``convergence.png`` — excess demand and dispersion per round, and mean prices
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from agents.utility import Family
+
+
+class OutputError(ValueError):
+    """The output folder cannot be used (one-line message)."""
+
+
+def default_out_dir(scenario_name: str, root: Path = Path("runs")) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = root / f"{scenario_name}-{stamp}"
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Fail early (before any work) if ``out`` cannot become the result folder."""
+    if out.exists() and not force:
+        raise OutputError(f"--out: {str(out)!r} already exists (use --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out: {str(out)!r} exists and is not a folder")
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path, force: bool = False):
+    """Yield a temporary folder beside ``out``; rename it to ``out`` only on success."""
+    check_out_dir(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():  # --force: swap, then remove the old folder
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / "run")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def write_run(result, out: Path, force: bool = False) -> Path:
+    """Write a :class:`distributed.runner.RunResult` to ``out`` atomically."""
+    with atomic_dir(out, force) as tmp:
+        summary = dict(result.summary, out=str(out))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
+        metrics = result.model.datacollector.get_model_vars_dataframe()
+        metrics.insert(0, "round", np.arange(len(metrics)))
+        pq.write_table(pa.Table.from_pandas(metrics, preserve_index=False), tmp / "metrics.parquet")
+        pq.write_table(agent_table(result.model), tmp / "agents.parquet")
+        plot_convergence(metrics, result, tmp / "convergence.png")
+    return out
+
+
+def agent_table(model) -> pa.Table:
+    economy = model.economy
+    prices = np.ascontiguousarray(model.prices())
+    excess = model.state.excess if not model.network.is_central else (
+        economy.excess_demand(prices[0])
+    )  # fmt: skip
+    columns = {
+        "id": np.arange(economy.n_agents),
+        "group": model.group,
+        "family": [Family(int(c)).name.lower() for c in economy.family],
+    }
+    for j, good in enumerate(economy.goods):
+        columns[f"price_{good}"] = prices[:, j]
+    for j, good in enumerate(economy.goods):
+        columns[f"excess_{good}"] = excess[:, j]
+    columns["wealth"] = np.einsum("ij,ij->i", prices, economy.endowments)
+    return pa.table(columns)
+
+
+def plot_convergence(metrics, result, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = result.summary
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    rounds = metrics["round"].to_numpy()
+    positive = lambda x: np.where(x > 0, x, np.nan)  # noqa: E731  (log axes)
+    ax1.semilogy(rounds, positive(metrics["excess_demand"]), label="excess demand")
+    if s["graph"] != "central":
+        ax1.semilogy(rounds, positive(metrics["price_dispersion"]), label="price dispersion")
+    ax1.axhline(s["tol"], color="grey", ls=":", label=f"tol {s['tol']:g}")
+    ax1.set(xlabel="round", title=f"{s['scenario']}: {s['status']} ({s['rule']})")
+    ax1.legend()
+    for j, good in enumerate(s["goods"]):
+        (line,) = ax2.plot(rounds, metrics[f"price_{good}"], label=good)
+        if s["reference_prices"]:
+            ref = s["reference_prices"][s["nearest_reference"]][j]
+            ax2.axhline(ref, color=line.get_color(), ls="--", lw=0.8)
+    ax2.set(xlabel="round", ylabel="network-mean price", title="prices (dashed: equilibrium)")
+    ax2.legend(fontsize="small")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _json(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -1,0 +1,232 @@
+"""Tâtonnement dynamics: decentralized (every agent its own prices) and central (one auctioneer).
+
+Each class validates and precomputes once, then calls the numba kernels of
+:mod:`environment.kernel` on raw arrays (the QuantEcon pattern). The state is a structure
+of arrays; :meth:`step` is a function of the state alone (no I/O, no randomness).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from agents.rules import PRICE_FLOOR, PriceRule
+from environment import kernel
+from environment.economy import Economy
+from environment.network import Network
+
+SIGNALS = ("tracking", "local")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MarketState:
+    """State of a tâtonnement run after ``round`` rounds.
+
+    Attributes
+    ----------
+    coords : (n_rows, g) — each agent's log-prices (log-space rules) or prices
+        (price-space rules); one row under ``central``.
+    tracker : (n_rows, g) — gradient-tracking estimate of average excess demand
+        (unused under ``local`` and ``central``).
+    excess : (n_rows, g) — excess demand of each agent at its own prices (central: the
+        aggregate excess demand, one row).
+    buffers : (n_rows, n_buffers, g) — the rule's optimizer state.
+    round : int
+    """
+
+    coords: np.ndarray
+    tracker: np.ndarray
+    excess: np.ndarray
+    buffers: np.ndarray
+    round: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundMetrics:
+    """Global metrics after one round, reduced from per-block partial sums.
+
+    ``excess`` (g,) aggregate excess demand relative to supply, ``sum_i z_ij / sum_i e_ij``;
+    ``mean_price`` (g,) network-mean price; ``log_min``/``log_max`` (g,) extreme agent
+    log-prices.
+    """
+
+    round: int
+    excess: np.ndarray
+    mean_price: np.ndarray
+    log_min: np.ndarray
+    log_max: np.ndarray
+
+    @property
+    def excess_demand(self) -> float:
+        """Largest relative excess demand over goods (inf if any is not finite)."""
+        m = np.max(np.abs(self.excess))
+        return float(m) if np.isfinite(m) else np.inf
+
+    @property
+    def price_dispersion(self) -> float:
+        """Largest spread ``max_i log p_ij - min_i log p_ij`` over goods (0 under central)."""
+        return float(np.max(self.log_max - self.log_min))
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.excess).all() and np.isfinite(self.mean_price).all())
+
+
+def prices_from_coords(coords: np.ndarray, space: str) -> np.ndarray:
+    return np.exp(coords) if space == "log" else coords.copy()
+
+
+def coords_from_prices(prices: np.ndarray, space: str) -> np.ndarray:
+    return np.log(prices) if space == "log" else prices.astype(float, copy=True)
+
+
+class NetworkTatonnement:
+    """Decentralized tâtonnement of ``economy`` on ``network`` under ``rule``.
+
+    Parameters
+    ----------
+    economy : Economy
+    network : Network (not central)
+    rule : PriceRule
+    signal : {"tracking", "local"}
+        What each agent feeds its rule (see :mod:`environment.kernel`).
+    """
+
+    def __init__(self, economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
+        if network.is_central:
+            raise ValueError("NetworkTatonnement needs a graph; use CentralTatonnement")
+        if signal not in SIGNALS:
+            raise ValueError(f"signal: expected one of {SIGNALS}, got {signal!r}")
+        if network.n_agents != economy.n_agents:
+            raise ValueError(f"network has {network.n_agents} agents, economy {economy.n_agents}")
+        self.economy, self.network, self.rule, self.signal = economy, network, rule, signal
+        self.space = rule.space
+        self._arrays = economy.kernel_arrays()
+        self._params = rule.params()
+        self.inv_scale = self._signal_scale()
+        self.supply = economy.supply
+        self.n_blocks = kernel.n_blocks(economy.n_agents)
+
+    def _signal_scale(self) -> np.ndarray:
+        """1 / (neighbourhood supply scale) per agent and good; (n, g).
+
+        ``tracking``: the neighbourhood's mean endowment; ``local``: its total endowment.
+        Where a neighbourhood owns none of a good, the network-wide value stands in
+        (computed once, as one consensus would).
+        """
+        e, net = self.economy.endowments, self.network
+        rows = np.repeat(np.arange(net.n_agents), np.diff(net.indptr))
+        local = np.zeros_like(e)
+        np.add.at(local, rows, e[net.indices])
+        if self.signal == "tracking":
+            local /= np.diff(net.indptr)[:, None]
+            fallback = np.broadcast_to(e.mean(axis=0), local.shape)
+        else:
+            fallback = np.broadcast_to(e.mean(axis=0), local.shape) * np.diff(net.indptr)[:, None]
+        local = np.where(local > 0, local, fallback)
+        return 1.0 / local
+
+    def init_state(self, prices: np.ndarray) -> MarketState:
+        """State at round 0 from initial prices (g,) for all, or (n, g) per agent."""
+        n, g = self.economy.n_agents, self.economy.n_goods
+        prices = np.broadcast_to(np.asarray(prices, dtype=float), (n, g))
+        prices = prices / prices[:, [self.economy.numeraire]]
+        coords = coords_from_prices(prices, self.space)
+        excess = np.empty((n, g))
+        kernel.excess_demand_rows(coords, self.space == "log", *self._arrays, excess)
+        buffers = np.zeros((n, self.rule.n_buffers, g))
+        return MarketState(coords, excess.copy(), excess, buffers, 0)
+
+    def step(self, state: MarketState, spare: MarketState | None = None):
+        """One synchronous round; returns ``(new_state, metrics)``.
+
+        ``spare``, if given, is a state whose arrays may be overwritten (ping-pong buffers,
+        e.g. the state of two rounds ago); the rule's buffers are updated in place.
+        """
+        n, g = state.coords.shape
+        if spare is None:
+            spare = MarketState(np.empty((n, g)), np.empty((n, g)), np.empty((n, g)), None)
+        partials = np.empty((self.n_blocks, kernel.N_PARTIALS, g))
+        net = self.network
+        kernel.network_round(
+            net.indptr, net.indices, net.mixing,
+            state.coords, state.tracker, state.excess,
+            spare.coords, spare.tracker, spare.excess,
+            *self._arrays, self.inv_scale, 0,
+            self.space == "log", self.signal == "tracking", self.economy.numeraire,
+            self.rule.kernel, self._params, state.buffers, partials,
+        )  # fmt: skip
+        new = MarketState(spare.coords, spare.tracker, spare.excess, state.buffers, state.round + 1)
+        return new, self.metrics_from_partials(new.round, partials)
+
+    def metrics_from_partials(self, round_: int, partials: np.ndarray) -> RoundMetrics:
+        total = kernel.sum_blocks(partials[:, : kernel.P_LOGMIN])
+        return RoundMetrics(
+            round=round_,
+            excess=total[kernel.P_EXCESS] / self.supply,
+            mean_price=total[kernel.P_PRICE] / self.economy.n_agents,
+            log_min=partials[:, kernel.P_LOGMIN].min(axis=0),
+            log_max=partials[:, kernel.P_LOGMAX].max(axis=0),
+        )
+
+    def prices(self, state: MarketState) -> np.ndarray:
+        """Each agent's prices, numeraire = 1; (n, g)."""
+        return prices_from_coords(state.coords, self.space)
+
+
+class CentralTatonnement:
+    """The classic baseline: one Walrasian auctioneer, one price vector for everybody.
+
+    The auctioneer sees the aggregate excess demand ``Z(p) = sum_i z_i(p)`` and feeds
+    ``Z / supply`` to the rule. State arrays have one row.
+    """
+
+    def __init__(self, economy: Economy, rule: PriceRule):
+        self.economy, self.rule, self.space = economy, rule, rule.space
+        self.network = Network.central(economy.n_agents)
+        self.signal = "central"
+        self._arrays = economy.kernel_arrays()
+        self._params = rule.params()
+        self.supply = economy.supply
+        self.n_blocks = kernel.n_blocks(economy.n_agents)
+
+    def _aggregate(self, prices: np.ndarray) -> np.ndarray:
+        blocks = np.empty((self.n_blocks, prices.size))
+        kernel.excess_demand_blocks(prices, *self._arrays, 0, blocks)
+        return kernel.sum_blocks(blocks)
+
+    def init_state(self, prices: np.ndarray) -> MarketState:
+        prices = np.asarray(prices, dtype=float).reshape(-1)
+        prices = prices / prices[self.economy.numeraire]
+        coords = coords_from_prices(prices, self.space)[None, :]
+        excess = self._aggregate(prices)[None, :]
+        buffers = np.zeros((1, self.rule.n_buffers, prices.size))
+        return MarketState(coords, excess.copy(), excess, buffers, 0)
+
+    def step(self, state: MarketState, spare: MarketState | None = None):
+        coords = state.coords[0].copy()
+        signal = state.excess[0] / self.supply
+        self.rule.kernel(coords, signal, state.buffers[0], self._params)
+        if self.space == "log":
+            coords[self.economy.numeraire] = 0.0
+        else:
+            coords[self.economy.numeraire] = 1.0
+            coords = np.where(coords < PRICE_FLOOR, PRICE_FLOOR, coords)
+        prices = prices_from_coords(coords, self.space)
+        excess = self._aggregate(prices)
+        new = MarketState(coords[None, :], excess[None, :], excess[None, :], state.buffers,
+                          state.round + 1)  # fmt: skip
+        logp = np.log(prices)
+        metrics = RoundMetrics(new.round, excess / self.supply, prices, logp, logp)
+        return new, metrics
+
+    def prices(self, state: MarketState) -> np.ndarray:
+        return prices_from_coords(state.coords, self.space)
+
+
+def make_dynamics(economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
+    """The decentralized dynamics on a graph, or the central auctioneer for ``central``."""
+    if network.is_central:
+        return CentralTatonnement(economy, rule)
+    return NetworkTatonnement(economy, network, rule, signal)

@@ -1,0 +1,144 @@
+"""The Mesa model: owns the market's arrays, steps the fused kernel, collects data.
+
+>>> from environment.model import MarketModel
+>>> model = MarketModel("cobb-douglas", agents=200, rounds=50)
+>>> model.step()
+>>> model.agents[0].prices.shape, model.steps
+((4,), 1)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mesa import Model
+from mesa.datacollection import DataCollector
+
+from agents.trader import Trader
+from environment import status
+from environment.dynamics import MarketState, RoundMetrics, make_dynamics, prices_from_coords
+from environment.scenario import (
+    Scenario,
+    build_economy,
+    build_network_for,
+    initial_prices,
+    load_scenario,
+)
+
+
+class MarketModel(Model):
+    """Decentralized (or central) tâtonnement of a scenario, as a Mesa model.
+
+    Parameters
+    ----------
+    scenario : Scenario or str
+        A validated scenario, or a built-in name / TOML path.
+    **overrides
+        Passed to :meth:`Scenario.with_overrides` (``agents``, ``goods``, ``graph``,
+        ``seed``, ``rule``, ``step_size``, ``rounds``, ``tol``, ``signal``).
+
+    Attributes
+    ----------
+    config : Scenario — the scenario actually run
+    economy, network, dynamics — see :mod:`environment`
+    state : MarketState — the arrays every :class:`Trader` views
+    metrics : RoundMetrics — global metrics of the current round
+    verdict : status.Verdict or None — set when the run stops (converged / diverged)
+    datacollector : DataCollector — per-round ``excess_demand``, ``price_dispersion``,
+        ``price_<good>`` (network-mean price) and ``excess_<good>`` (relative to supply)
+    """
+
+    def __init__(self, scenario: Scenario | str = "default", **overrides):
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario)
+        if any(v is not None for v in overrides.values()):
+            scenario = scenario.with_overrides(**overrides)
+        super().__init__(rng=scenario.seed)
+        self.config = scenario
+        self.economy, self.group = build_economy(scenario)
+        self.network = build_network_for(scenario)
+        self.dynamics = make_dynamics(
+            self.economy, self.network, scenario.dynamics.make_rule(), scenario.dynamics.signal
+        )
+        self.state: MarketState = self.dynamics.init_state(initial_prices(scenario))
+        self._spare: MarketState | None = None
+        self.reference_next: MarketState | None = None
+        self.metrics: RoundMetrics = self.metrics_of(self.state)
+        self.verdict: status.Verdict | None = None
+        n = self.economy.n_agents
+        self._traders = list(Trader.create_agents(self, n, index=list(range(n))))
+
+        reporters = {
+            "excess_demand": lambda m: m.metrics.excess_demand,
+            "price_dispersion": lambda m: m.metrics.price_dispersion,
+        }
+        for j, good in enumerate(self.economy.goods):
+            reporters[f"price_{good}"] = lambda m, j=j: float(m.metrics.mean_price[j])
+            reporters[f"excess_{good}"] = lambda m, j=j: float(m.metrics.excess[j])
+        self.datacollector = DataCollector(model_reporters=reporters)
+        self.datacollector.collect(self)
+
+    # ---- stepping ------------------------------------------------------------------------
+    def step(self) -> None:
+        """One synchronous round with the fused kernel; stops the model on a final status."""
+        new, self.metrics = self.dynamics.step(self.state, self._spare)
+        self._spare, self.state = self.state, new
+        self._after_round()
+
+    def reference_step(self) -> None:
+        """One round by the per-agent reference path: every ``Trader.step()`` in Python."""
+        if self.network.is_central:
+            raise ValueError("the per-agent reference path is for network dynamics")
+        s = self.state
+        self.reference_next = MarketState(
+            np.empty_like(s.coords), np.empty_like(s.tracker), np.empty_like(s.excess),
+            s.buffers, s.round + 1,
+        )  # fmt: skip
+        self.agents.do("step")
+        self.state, self.reference_next = self.reference_next, None
+        self.metrics = self.metrics_of(self.state)
+        self.steps += 1
+        self._after_round()
+
+    def _after_round(self) -> None:
+        self.datacollector.collect(self)
+        m, tol = self.metrics, self.config.dynamics.tol
+        verdict = status.check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max, tol)
+        if verdict is not None:
+            self.verdict = verdict
+            self.running = False
+
+    def classify(self) -> status.Verdict:
+        """The run's verdict: the stopping one, or the end-of-run classification."""
+        if self.verdict is not None:
+            return self.verdict
+        df = self.datacollector.get_model_vars_dataframe()
+        prices = df[[f"price_{g}" for g in self.economy.goods]].to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logp = np.log(prices)
+        return status.classify(
+            df["excess_demand"].to_numpy()[1:],
+            df["price_dispersion"].to_numpy()[1:],
+            logp[1:],
+            self.economy.numeraire,
+        )
+
+    # ---- views ---------------------------------------------------------------------------
+    def metrics_of(self, state: MarketState) -> RoundMetrics:
+        """Metrics of any state computed directly with numpy (no kernel partials)."""
+        prices = self.dynamics.prices(state)
+        logp = np.log(prices)
+        excess = state.excess.sum(axis=0) / self.economy.supply
+        return RoundMetrics(state.round, excess, prices.mean(axis=0), logp.min(0), logp.max(0))
+
+    def prices(self) -> np.ndarray:
+        """Every agent's prices, numeraire = 1; (n_agents, g) (rows equal under central)."""
+        p = self.dynamics.prices(self.state)
+        return np.broadcast_to(p, self.economy.endowments.shape)
+
+    def agent_prices(self, i: int) -> np.ndarray:
+        row = self.state.coords[0 if self.network.is_central else i]
+        return prices_from_coords(row, self.dynamics.space)
+
+    def trader(self, i: int) -> Trader:
+        """The Mesa agent of row ``i`` (global id ``i``; its Mesa ``unique_id`` is ``i + 1``)."""
+        return self._traders[i]

@@ -1,0 +1,200 @@
+"""The agent network: networkx generators and files in, one sparse (CSR) adjacency out.
+
+Agents are the integers ``0..n-1`` (stable global ids). A :class:`Network` holds the
+closed-neighbourhood CSR structure (every agent is its own neighbour) with two weight
+sets: symmetric Metropolis–Hastings mixing weights (doubly stochastic, used for consensus)
+and plain ones (for neighbourhood sums).
+
+``central`` is not a graph: it is the classic single Walrasian auctioneer and is
+represented by ``Network.central()`` with no adjacency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+GENERATORS = (
+    "complete",
+    "ring",
+    "grid",
+    "small-world",
+    "scale-free",
+    "random-geometric",
+    "file",
+    "central",
+)
+
+
+class NetworkError(ValueError):
+    """The network specification is invalid (one-line message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """Closed-neighbourhood adjacency of ``n_agents`` agents in CSR form.
+
+    Attributes
+    ----------
+    kind : str
+        Generator name (one of :data:`GENERATORS`).
+    n_agents : int
+    indptr : (n_agents + 1,) int64
+    indices : (nnz,) int32 — neighbours of ``i`` are ``indices[indptr[i]:indptr[i+1]]``,
+        sorted, and include ``i`` itself.
+    mixing : (nnz,) float64 — Metropolis weights ``W_ij = 1 / (1 + max(d_i, d_j))`` for
+        ``j != i`` and ``W_ii = 1 - sum_j W_ij``: symmetric and doubly stochastic.
+    """
+
+    kind: str
+    n_agents: int
+    indptr: np.ndarray | None
+    indices: np.ndarray | None
+    mixing: np.ndarray | None
+
+    @classmethod
+    def central(cls, n_agents: int) -> Network:
+        return cls("central", n_agents, None, None, None)
+
+    @property
+    def is_central(self) -> bool:
+        return self.indptr is None
+
+    @property
+    def degrees(self) -> np.ndarray:
+        """Number of neighbours of each agent, itself excluded; (n_agents,)."""
+        return np.diff(self.indptr) - 1
+
+    @property
+    def n_edges(self) -> int:
+        return 0 if self.is_central else int((self.indices.size - self.n_agents) // 2)
+
+    def neighbors(self, i: int) -> np.ndarray:
+        """Neighbour ids of agent ``i``, itself excluded."""
+        row = self.indices[self.indptr[i] : self.indptr[i + 1]]
+        return row[row != i]
+
+    def to_networkx(self) -> nx.Graph:
+        G = nx.Graph()
+        G.add_nodes_from(range(self.n_agents))
+        if not self.is_central:
+            rows = np.repeat(np.arange(self.n_agents), np.diff(self.indptr))
+            keep = rows < self.indices
+            G.add_edges_from(zip(rows[keep].tolist(), self.indices[keep].tolist(), strict=True))
+        return G
+
+
+def from_graph(G: nx.Graph, kind: str = "custom") -> Network:
+    """Convert a connected undirected graph to a :class:`Network` (nodes relabelled 0..n-1).
+
+    Nodes keep the order in which ``G`` lists them.
+    """
+    n = G.number_of_nodes()
+    if n == 0:
+        raise NetworkError("network: the graph has no nodes")
+    if G.is_directed():
+        G = G.to_undirected()
+    if not nx.is_connected(G):
+        parts = nx.number_connected_components(G)
+        raise NetworkError(
+            f"network: the graph is disconnected ({parts} components); prices can only "
+            "agree on a connected graph"
+        )
+    index = {node: i for i, node in enumerate(G.nodes)}
+    edges = np.array([(index[a], index[b]) for a, b in G.edges if a != b], dtype=np.int64)
+    edges = edges.reshape(-1, 2)
+    return from_edges(edges, n, kind)
+
+
+def from_edges(edges: np.ndarray, n_agents: int, kind: str) -> Network:
+    """Build the CSR network from an (m, 2) array of undirected edges (duplicates ignored)."""
+    self_loops = np.stack([np.arange(n_agents), np.arange(n_agents)], axis=1)
+    both = np.concatenate([edges, edges[:, ::-1], self_loops])
+    key = np.unique(both[:, 0] * n_agents + both[:, 1])
+    rows, cols = np.divmod(key, n_agents)
+    indptr = np.zeros(n_agents + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_agents), out=indptr[1:])
+    degree = np.diff(indptr) - 1
+    off = rows != cols
+    weights = np.zeros(rows.size)
+    weights[off] = 1.0 / (1.0 + np.maximum(degree[rows[off]], degree[cols[off]]))
+    diag = 1.0 - np.bincount(rows, weights=weights, minlength=n_agents)
+    weights[~off] = diag[rows[~off]]
+    return Network(kind, n_agents, indptr, cols.astype(np.int32), weights)
+
+
+def build_network(kind: str, n_agents: int, seed: int, **params) -> Network:
+    """Build the network ``kind`` for ``n_agents`` agents.
+
+    Parameters (by kind): ``small-world``: ``k`` (even mean degree, default 10), ``p``
+    (rewiring probability, 0.1); ``scale-free``: ``m`` (edges per new node, 5);
+    ``random-geometric``: ``k`` (expected mean degree, 10); ``grid``: a near-square
+    2-D lattice of exactly ``n_agents`` nodes; ``file``: ``path`` to an edge list
+    (``.txt``/``.edges``/``.csv``: two node labels a line) or ``.graphml`` file.
+    """
+    if kind not in GENERATORS:
+        raise NetworkError(f"network.kind: unknown {kind!r}; expected one of {list(GENERATORS)}")
+    if kind == "central":
+        return Network.central(n_agents)
+    if kind == "file":
+        G = _read_graph(params.get("path"))
+        return from_graph(G, "file")
+    if n_agents < 2:
+        raise NetworkError(f"network: a {kind} network needs at least 2 agents, got {n_agents}")
+    if kind == "complete":
+        G = nx.complete_graph(n_agents)
+    elif kind == "ring":
+        G = nx.cycle_graph(n_agents)
+    elif kind == "grid":
+        G = _near_square_grid(n_agents)
+    elif kind == "small-world":
+        k, p = int(params.get("k", 10)), float(params.get("p", 0.1))
+        if not 2 <= k < n_agents:
+            raise NetworkError(f"network.k: expected 2 <= k < n_agents, got {k}")
+        if not 0 <= p <= 1:
+            raise NetworkError(f"network.p: expected a probability in [0, 1], got {p}")
+        G = nx.connected_watts_strogatz_graph(n_agents, k, p, tries=100, seed=seed)
+    elif kind == "scale-free":
+        m = int(params.get("m", 5))
+        if not 1 <= m < n_agents:
+            raise NetworkError(f"network.m: expected 1 <= m < n_agents, got {m}")
+        G = nx.barabasi_albert_graph(n_agents, m, seed=seed)
+    else:  # random-geometric
+        k = float(params.get("k", 10))
+        if not 0 < k < n_agents:
+            raise NetworkError(f"network.k: expected 0 < k < n_agents, got {k}")
+        radius = math.sqrt(k / (math.pi * n_agents))
+        G = nx.random_geometric_graph(n_agents, radius, seed=seed)
+    return from_graph(G, kind)
+
+
+def _near_square_grid(n: int) -> nx.Graph:
+    """A 2-D lattice with exactly ``n`` nodes: the largest near-square grid, filled row-wise."""
+    cols = math.ceil(math.sqrt(n))
+    G = nx.Graph()
+    G.add_nodes_from(range(n))
+    for i in range(n):
+        if (i + 1) % cols and i + 1 < n:
+            G.add_edge(i, i + 1)
+        if i + cols < n:
+            G.add_edge(i, i + cols)
+    return G
+
+
+def _read_graph(path) -> nx.Graph:
+    if not path:
+        raise NetworkError("network.path: a 'file' network needs a path")
+    path = Path(path)
+    if not path.is_file():
+        raise NetworkError(f"network.path: no such file {str(path)!r}")
+    try:
+        if path.suffix.lower() == ".graphml":
+            return nx.read_graphml(path)
+        return nx.read_edgelist(path, delimiter="," if path.suffix == ".csv" else None)
+    except Exception as exc:  # networkx raises many types for malformed files
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NetworkError(f"network.path: cannot read {str(path)!r}: {first}") from None

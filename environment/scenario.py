@@ -1,0 +1,326 @@
+"""Scenario files (TOML): goods, agent groups, the network and the dynamics, validated.
+
+A scenario is a TOML file (format documented in the README, section "Scenario format");
+built-in ones live in ``environment/scenarios/``. :func:`load_scenario` parses and
+validates it (pydantic), :meth:`Scenario.with_overrides` applies command-line overrides,
+and :func:`build_economy` / :func:`build_network_for` draw the economy and the graph.
+
+Randomness: every draw comes from ``np.random.SeedSequence(seed, spawn_key=(stream,
+group))`` — one stream per purpose and agent group, never per process or worker — so the
+same seed gives the same economy everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agents.rules import PriceRule, make_rule
+from agents.utility import FAMILY_NAMES, Family
+from environment.economy import Economy
+from environment.network import GENERATORS, Network, build_network
+
+BUILTIN_DIR = Path(__file__).parent / "scenarios"
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+# seed streams (spawn_key[0])
+_SHARES, _ENDOWMENT, _PLACEMENT, _PRICES, _GRAPH = range(5)
+
+
+class ScenarioError(ValueError):
+    """The scenario (file or override) is invalid; the message is one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Draw(_Strict):
+    """A per-agent random vector: ``uniform`` (low, high), ``dirichlet`` (alpha) or
+    ``lognormal`` (mean, sigma of the log) — per good, independently."""
+
+    distribution: Literal["uniform", "dirichlet", "lognormal"]
+    low: NonNegFloat = 0.5
+    high: NonNegFloat = 1.5
+    alpha: PositiveFloat = 1.0
+    mean: float = Field(0.0, allow_inf_nan=False)
+    sigma: NonNegFloat = 0.5
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.distribution == "uniform" and not self.low < self.high:
+            raise ValueError(f"uniform needs low < high, got low={self.low}, high={self.high}")
+        return self
+
+    def sample(self, rng: np.random.Generator, n: int, g: int) -> np.ndarray:
+        if self.distribution == "uniform":
+            return rng.uniform(self.low, self.high, (n, g))
+        if self.distribution == "dirichlet":
+            return rng.dirichlet(np.full(g, self.alpha), n)
+        return rng.lognormal(self.mean, self.sigma, (n, g))
+
+
+Vector = list[NonNegFloat] | Draw
+
+
+class AgentGroup(_Strict):
+    name: str = ""
+    count: int = Field(gt=0)
+    utility: Literal["linear", "cobb-douglas", "leontief", "ces"]
+    sigma: PositiveFloat | None = None
+    shares: Vector
+    endowment: Vector
+
+    @model_validator(mode="after")
+    def _sigma(self):
+        if self.utility == "ces" and self.sigma is None:
+            raise ValueError("a 'ces' group needs sigma (the elasticity of substitution)")
+        if self.utility != "ces" and self.sigma is not None:
+            raise ValueError(f"sigma is only for 'ces' groups; '{self.utility}' fixes it")
+        return self
+
+
+class NetworkSpec(_Strict):
+    kind: Literal[GENERATORS]  # type: ignore[valid-type]
+    k: float | None = Field(None, gt=0, allow_inf_nan=False)
+    p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    m: int | None = Field(None, gt=0)
+    path: str | None = None
+    placement: Literal["shuffled", "ordered"] = "shuffled"
+
+
+class Dynamics(_Strict):
+    rule: str = "entropic"
+    step_size: PositiveFloat | None = None
+    hyperparameters: dict[str, float] = Field(default_factory=dict)
+    signal: Literal["tracking", "local"] = "tracking"
+    rounds: int = Field(2000, gt=0)
+    tol: PositiveFloat = 1e-8
+    initial_prices: list[PositiveFloat] | None = None
+    initial_spread: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _rule(self):
+        self.make_rule()  # raises RuleError (a ValueError) with the reason
+        return self
+
+    def make_rule(self) -> PriceRule:
+        """The price-update rule this table asks for."""
+        hyper = dict(self.hyperparameters)
+        if self.step_size is not None:
+            hyper["step_size"] = self.step_size
+        return make_rule(self.rule, **hyper)
+
+
+class Scenario(_Strict):
+    """A validated scenario. ``source`` is where it came from (a path or ``builtin:NAME``)."""
+
+    name: str
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    goods: int | list[str]
+    numeraire: int = Field(0, ge=0)
+    agents: list[AgentGroup] = Field(min_length=1)
+    network: NetworkSpec
+    dynamics: Dynamics = Dynamics()
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        g = self.n_goods
+        if g < 2:
+            raise ValueError(f"goods: an exchange economy needs at least 2 goods, got {g}")
+        if self.numeraire >= g:
+            raise ValueError(f"numeraire: expected a good index below {g}, got {self.numeraire}")
+        for i, group in enumerate(self.agents):
+            for field in ("shares", "endowment"):
+                value = getattr(group, field)
+                if isinstance(value, list):
+                    if len(value) != g:
+                        raise ValueError(
+                            f"agents[{i}].{field}: expected {g} values (one per good), "
+                            f"got {len(value)}"
+                        )
+                    if sum(value) <= 0:
+                        raise ValueError(f"agents[{i}].{field}: all zero")
+        prices = self.dynamics.initial_prices
+        if prices is not None and len(prices) != g:
+            raise ValueError(f"dynamics.initial_prices: expected {g} values, got {len(prices)}")
+        return self
+
+    @property
+    def n_goods(self) -> int:
+        return self.goods if isinstance(self.goods, int) else len(self.goods)
+
+    @property
+    def n_agents(self) -> int:
+        return sum(group.count for group in self.agents)
+
+    @property
+    def good_names(self) -> tuple[str, ...]:
+        if isinstance(self.goods, list):
+            return tuple(self.goods)
+        return tuple(f"good{j}" for j in range(self.goods))
+
+    def with_overrides(
+        self,
+        agents: int | None = None,
+        goods: int | None = None,
+        graph: str | None = None,
+        seed: int | None = None,
+        **dynamics,
+    ) -> Scenario:
+        """A copy with command-line overrides applied (and validated)."""
+        data = self.model_dump()
+        if agents is not None:
+            data["agents"] = _rescale_groups(data["agents"], agents)
+        if goods is not None:
+            for i, group in enumerate(self.agents):
+                for field in ("shares", "endowment"):
+                    if isinstance(getattr(group, field), list):
+                        raise ScenarioError(
+                            f"--goods: scenario {self.name!r} lists agents[{i}].{field} per "
+                            "good explicitly, so its number of goods is fixed"
+                        )
+            data["goods"] = goods
+            data["dynamics"]["initial_prices"] = None
+        if graph is not None:
+            data["network"] = {"kind": graph, "placement": self.network.placement}
+        if seed is not None:
+            data["seed"] = seed
+        data["dynamics"].update({k: v for k, v in dynamics.items() if v is not None})
+        return _validate(data, self.source or self.name)
+
+
+def _rescale_groups(groups: list[dict], total: int) -> list[dict]:
+    if total < len(groups):
+        raise ScenarioError(
+            f"--agents: expected at least {len(groups)} (one per agent group), got {total}"
+        )
+    counts = np.array([g["count"] for g in groups], dtype=float)
+    scaled = np.maximum(1, np.floor(counts / counts.sum() * total)).astype(int)
+    scaled[np.argmax(counts)] += total - scaled.sum()
+    return [dict(g, count=int(c)) for g, c in zip(groups, scaled, strict=True)]
+
+
+def _validate(data: dict, source: str) -> Scenario:
+    try:
+        return Scenario.model_validate({**data, "source": source})
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(part) for part in err["loc"] if not _is_union_tag(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        where = f"{loc}: " if loc else ""
+        raise ScenarioError(f"scenario {source}: {where}{msg}{shown}") from None
+
+
+def _is_union_tag(part) -> bool:
+    return isinstance(part, str) and (part.startswith(("list[", "Draw", "function-")))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a built-in scenario by name, or a TOML file by path; raises ScenarioError."""
+    path = Path(name_or_path)
+    if not path.suffix and (BUILTIN_DIR / f"{name_or_path}.toml").is_file():
+        path, source = BUILTIN_DIR / f"{name_or_path}.toml", f"builtin:{name_or_path}"
+    elif path.is_file():
+        source = str(path)
+    else:
+        raise ScenarioError(
+            f"scenario {str(name_or_path)!r}: not a built-in ({', '.join(builtin_names())}) "
+            "and no such file"
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"scenario {source}: invalid TOML: {exc}") from None
+    net = data.get("network")
+    if isinstance(net, dict) and isinstance(net.get("path"), str):
+        net["path"] = str((path.parent / net["path"]).resolve())
+    data.setdefault("name", path.stem)
+    return _validate(data, source)
+
+
+def _rng(seed: int, stream: int, group: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, group)))
+
+
+def _vector(value, rng, n: int, g: int) -> np.ndarray:
+    if isinstance(value, Draw):
+        return value.sample(rng, n, g)
+    return np.tile(np.asarray(value, dtype=float), (n, 1))
+
+
+def build_economy(scenario: Scenario) -> tuple[Economy, np.ndarray]:
+    """Draw the economy; returns ``(economy, group)`` with ``group`` (n,) each agent's group index.
+
+    Agents are laid out group by group, then (``placement = "shuffled"``, the default)
+    permuted by a seeded permutation so groups mix across the network.
+    """
+    g, seed = scenario.n_goods, scenario.seed
+    endow, shares, family, sigma, group = [], [], [], [], []
+    for k, spec in enumerate(scenario.agents):
+        n = spec.count
+        endow.append(_vector(spec.endowment, _rng(seed, _ENDOWMENT, k), n, g))
+        shares.append(_vector(spec.shares, _rng(seed, _SHARES, k), n, g))
+        code = FAMILY_NAMES[spec.utility]
+        family.append(np.full(n, code, dtype=np.int8))
+        sigma.append(np.full(n, spec.sigma if code == Family.CES else _limit_sigma(code)))
+        group.append(np.full(n, k, dtype=np.int32))
+    arrays = [np.concatenate(a) for a in (endow, shares, family, sigma, group)]
+    if scenario.network.placement == "shuffled":
+        order = _rng(seed, _PLACEMENT).permutation(arrays[0].shape[0])
+        arrays = [a[order] for a in arrays]
+    endow_, shares_, family_, sigma_, group_ = arrays
+    try:
+        economy = Economy(endow_, shares_, family_, sigma_, scenario.numeraire, scenario.good_names)
+    except ValueError as exc:
+        raise ScenarioError(f"scenario {scenario.source or scenario.name}: {exc}") from None
+    return economy, group_
+
+
+def _limit_sigma(code: Family) -> float:
+    return {Family.LINEAR: math.inf, Family.COBB_DOUGLAS: 1.0, Family.LEONTIEF: 0.0}[code]
+
+
+def build_network_for(scenario: Scenario) -> Network:
+    """Build the scenario's network (the graph's own seed stream); raises ScenarioError."""
+    spec = scenario.network
+    params = {k: v for k, v in spec.model_dump().items() if k not in ("kind", "placement")}
+    params = {k: v for k, v in params.items() if v is not None}
+    seed = int(np.random.SeedSequence(scenario.seed, spawn_key=(_GRAPH,)).generate_state(1)[0])
+    try:
+        network = build_network(spec.kind, scenario.n_agents, seed, **params)
+    except ValueError as exc:
+        raise ScenarioError(f"scenario {scenario.source or scenario.name}: {exc}") from None
+    if network.n_agents != scenario.n_agents:
+        raise ScenarioError(
+            f"scenario {scenario.source or scenario.name}: network.path has "
+            f"{network.n_agents} nodes but the agent groups count {scenario.n_agents} agents"
+        )
+    return network
+
+
+def initial_prices(scenario: Scenario) -> np.ndarray:
+    """Initial prices: (g,) for all agents, or (n, g) with a seeded log-normal spread."""
+    g = scenario.n_goods
+    base = np.asarray(scenario.dynamics.initial_prices or np.ones(g), dtype=float)
+    spread = scenario.dynamics.initial_spread
+    if spread == 0 or scenario.network.kind == "central":
+        return base
+    noise = _rng(scenario.seed, _PRICES).normal(0.0, spread, (scenario.n_agents, g))
+    return base * np.exp(noise)
