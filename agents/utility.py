@@ -133,17 +133,22 @@ def utility(quantities, shares, family, sigma):
             out[rows] = (a * q).sum(axis=1)
         elif code == Family.COBB_DOUGLAS:
             w = a / a.sum(axis=1, keepdims=True)
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore"):
                 out[rows] = np.exp(np.where(used, w * np.log(q), 0.0).sum(axis=1))
         elif code == Family.LEONTIEF:
-            ratio = np.where(used, q / np.where(used, a, 1.0), np.inf)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(used, q / np.where(used, a, 1.0), np.inf)
             out[rows] = ratio.min(axis=1)
         else:
             s = sigma[rows][:, None]
-            r = (s - 1.0) / s
-            with np.errstate(divide="ignore"):
+            unit = s[:, 0] == 1.0  # sigma = 1 is the Cobb-Douglas limit, up to a monotone map
+            r = np.where(s == 1.0, 0.5, (s - 1.0) / s)
+            with np.errstate(divide="ignore", invalid="ignore"):
                 terms = np.where(used, a ** (1.0 / s) * q**r, 0.0)
-            out[rows] = terms.sum(axis=1) ** (1.0 / r[:, 0])
+                ces = terms.sum(axis=1) ** (1.0 / r[:, 0])
+                w = a / a.sum(axis=1, keepdims=True)
+                cd = np.exp(np.where(used, w * np.log(q), 0.0).sum(axis=1))
+            out[rows] = np.where(unit, cd, ces)
     return out
 
 

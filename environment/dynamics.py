@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.sparse
 
 from agents.rules import PRICE_FLOOR, PriceRule
 from environment import kernel
@@ -116,9 +117,11 @@ class NetworkTatonnement:
         (computed once, as one consensus would).
         """
         e, net = self.economy.endowments, self.network
-        rows = np.repeat(np.arange(net.n_agents), np.diff(net.indptr))
-        local = np.zeros_like(e)
-        np.add.at(local, rows, e[net.indices])
+        n = net.n_agents
+        closed = scipy.sparse.csr_array(
+            (np.ones(net.indices.size), net.indices, net.indptr), (n, n)
+        )
+        local = closed @ e  # total endowment of each closed neighbourhood
         if self.signal == "tracking":
             local /= np.diff(net.indptr)[:, None]
             fallback = np.broadcast_to(e.mean(axis=0), local.shape)

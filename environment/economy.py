@@ -41,6 +41,15 @@ class Economy:
         if e.ndim != 2 or e.shape != a.shape:
             raise EconomyError(f"endowments {e.shape} and shares {a.shape} must be (n, g) alike")
         n, g = e.shape
+        if self.family.shape != (n,) or self.sigma.shape != (n,):
+            raise EconomyError(
+                f"family {self.family.shape} and sigma {self.sigma.shape} must have one entry "
+                f"per agent ({n})"
+            )
+        if not np.isin(self.family, [int(f) for f in Family]).all():
+            raise EconomyError(
+                f"family: unknown utility family codes; expected {list(map(int, Family))}"
+            )
         if g < 2:
             raise EconomyError(f"an exchange economy needs at least 2 goods, got {g}")
         for name, arr in (("endowments", e), ("shares", a), ("sigma", self.sigma)):

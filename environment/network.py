@@ -153,8 +153,10 @@ def build_network(kind: str, n_agents: int, seed: int, **params) -> Network:
         G = _near_square_grid(n_agents)
     elif kind == "small-world":
         k, p = int(params.get("k", 10)), float(params.get("p", 0.1))
-        if not 2 <= k < n_agents:
-            raise NetworkError(f"network.k: expected 2 <= k < n_agents, got {k}")
+        if not (2 <= k < n_agents and k % 2 == 0 and k == params.get("k", 10)):
+            raise NetworkError(
+                f"network.k: expected an even integer 2 <= k < n_agents, got {params.get('k')}"
+            )
         if not 0 <= p <= 1:
             raise NetworkError(f"network.p: expected a probability in [0, 1], got {p}")
         G = nx.connected_watts_strogatz_graph(n_agents, k, p, tries=100, seed=seed)
@@ -169,6 +171,11 @@ def build_network(kind: str, n_agents: int, seed: int, **params) -> Network:
             raise NetworkError(f"network.k: expected 0 < k < n_agents, got {k}")
         radius = math.sqrt(k / (math.pi * n_agents))
         G = nx.random_geometric_graph(n_agents, radius, seed=seed)
+        if not nx.is_connected(G):
+            raise NetworkError(
+                f"network: this random geometric graph (k={k:g}, n={n_agents}) is disconnected; "
+                f"raise k (connectivity needs about k > {2 * math.log(n_agents):.0f}) or change the seed"
+            )
     return from_graph(G, kind)
 
 
@@ -194,7 +201,7 @@ def _read_graph(path) -> nx.Graph:
     try:
         if path.suffix.lower() == ".graphml":
             return nx.read_graphml(path)
-        return nx.read_edgelist(path, delimiter="," if path.suffix == ".csv" else None)
+        return nx.read_edgelist(path, delimiter="," if path.suffix.lower() == ".csv" else None)
     except Exception as exc:  # networkx raises many types for malformed files
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise NetworkError(f"network.path: cannot read {str(path)!r}: {first}") from None

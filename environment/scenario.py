@@ -215,13 +215,20 @@ def _validate(data: dict, source: str) -> Scenario:
     try:
         return Scenario.model_validate({**data, "source": source})
     except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # in a `list | Draw` union, the branch that does not match the input's type only
+        # says "should be a valid list/dictionary": report the other branch's error
+        specific = [e for e in errors if e["type"] not in _UNION_TYPE_ERRORS]
+        err = (specific or errors)[0]
         loc = ".".join(str(part) for part in err["loc"] if not _is_union_tag(part))
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
         where = f"{loc}: " if loc else ""
         raise ScenarioError(f"scenario {source}: {where}{msg}{shown}") from None
+
+
+_UNION_TYPE_ERRORS = {"list_type", "model_type", "dict_type", "model_attributes_type"}
 
 
 def _is_union_tag(part) -> bool:

@@ -10,17 +10,19 @@ During the run (:func:`check_stop`, every round):
 At the end of a run that did neither (:func:`classify`), the last half of the trajectory
 (at least ``MIN_WINDOW`` rounds) is split into quarters and read as follows, in order:
 
-1. ``max_rounds`` — still improving: the median excess demand of the last quarter is
-   below ``IMPROVING`` times that of the first quarter. More rounds may converge.
-2. ``diverged`` — an oscillation that grows: the amplitude of the mean log-prices in the
-   last quarter is over ``GROWTH`` times that of the first, and excess demand grew too.
-3. ``stalled`` — prices stopped moving (every mean log-price and the dispersion moved less
+1. ``stalled`` — prices stopped moving (every mean log-price and the dispersion moved less
    than ``STILL`` over the last quarter) away from equilibrium: a non-clearing rest point,
    e.g. persistent dispersion between local markets.
-4. ``cycling`` — a recurrent orbit: the autocorrelation of the de-meaned mean log-price
-   path has a peak above ``RECURRENCE`` at some lag after its first dip below zero; that
-   lag is the reported period.
-5. ``max_rounds`` otherwise (irregular motion: neither converging nor a clear cycle).
+2. An oscillation: the autocorrelation of the de-meaned mean log-price path has a peak
+   above ``RECURRENCE`` at some lag P after its first dip below zero (P is the period).
+   Whole periods are compared — the window's first P rounds against its last P:
+   mean excess demand down by more than 2% → ``max_rounds`` (damped, still converging);
+   up by more than 2% with a wider orbit → ``diverged`` (a growing oscillation, heading
+   to the boundary); otherwise → ``cycling`` (a recurrent orbit).
+3. No clear period: ``max_rounds`` if the median excess demand of the last quarter is
+   below ``IMPROVING`` times that of the first (still improving); ``diverged`` if the
+   price amplitude grew over ``GROWTH``-fold with excess demand; else ``max_rounds``
+   (irregular motion).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ IMPROVING = 1 - 1e-3
 GROWTH = 1.5
 STILL = 1e-9
 RECURRENCE = 0.6
+PERIOD_DRIFT = (0.98, 1.02)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,20 +99,6 @@ def classify(excess_demand, dispersion, log_prices, numeraire: int = 0) -> Verdi
         "amplitude_last_quarter": amp_last,
         "min_mean_price": float(np.exp(s.min())) if s.size else 1.0,
     }
-    if e_last < IMPROVING * e_first:
-        return Verdict(
-            "max_rounds",
-            f"still improving: excess demand fell from {e_first:.3g} to {e_last:.3g} "
-            f"over the last {W} rounds",
-            evidence,
-        )
-    if amp_last > GROWTH * amp_first and e_last > e_first and amp_last > STILL:
-        return Verdict(
-            "diverged",
-            f"oscillation grows: price amplitude x{amp_last / max(amp_first, 1e-300):.3g} "
-            f"and excess demand {e_first:.3g} -> {e_last:.3g} over the last {W} rounds",
-            evidence,
-        )
     if amp_last < STILL and float(np.ptp(d[-q:])) < STILL:
         return Verdict(
             "stalled",
@@ -119,11 +108,50 @@ def classify(excess_demand, dispersion, log_prices, numeraire: int = 0) -> Verdi
         )
     period, peak = recurrence(s)
     if period is not None:
-        evidence.update(period=period, autocorrelation=peak)
+        # compare whole periods, so that the phase of the orbit does not matter
+        e_p0, e_p1 = float(e[:period].mean()), float(e[-period:].mean())
+        r = np.linalg.norm(s - s.mean(axis=0), axis=1)
+        r_p0, r_p1 = float(r[:period].max()), float(r[-period:].max())
+        evidence.update(
+            period=period,
+            autocorrelation=peak,
+            excess_demand_first_period=e_p0,
+            excess_demand_last_period=e_p1,
+            radius_first_period=r_p0,
+            radius_last_period=r_p1,
+        )
+        if e_p1 < PERIOD_DRIFT[0] * e_p0:
+            return Verdict(
+                "max_rounds",
+                f"damped oscillation (period {period}): excess demand per period fell "
+                f"{e_p0:.3g} -> {e_p1:.3g}; still converging",
+                evidence,
+            )
+        if e_p1 > PERIOD_DRIFT[1] * e_p0 and r_p1 > r_p0:
+            return Verdict(
+                "diverged",
+                f"growing oscillation (period {period}): excess demand per period rose "
+                f"{e_p0:.3g} -> {e_p1:.3g} and the orbit widened {r_p0:.3g} -> {r_p1:.3g}",
+                evidence,
+            )
         return Verdict(
             "cycling",
             f"recurrent orbit: period {period} rounds (autocorrelation {peak:.2f}), "
-            f"price amplitude {amp_last:.3g}, excess demand ~{e_last:.3g}",
+            f"price amplitude {amp_last:.3g}, excess demand ~{e_p1:.3g}",
+            evidence,
+        )
+    if e_last < IMPROVING * e_first:
+        return Verdict(
+            "max_rounds",
+            f"still improving: excess demand fell from {e_first:.3g} to {e_last:.3g} "
+            f"over the last {W} rounds",
+            evidence,
+        )
+    if amp_last > GROWTH * amp_first and e_last > e_first:
+        return Verdict(
+            "diverged",
+            f"oscillation grows: price amplitude x{amp_last / max(amp_first, 1e-300):.3g} "
+            f"and excess demand {e_first:.3g} -> {e_last:.3g} over the last {W} rounds",
             evidence,
         )
     return Verdict(
@@ -146,8 +174,13 @@ def recurrence(path: np.ndarray) -> tuple[int | None, float]:
     if below.size == 0:
         return None, float(acf.max(initial=0.0))
     tail = acf[below[0] :]
-    k = int(np.argmax(tail))
-    peak = float(tail[k])
-    if peak < RECURRENCE:
-        return None, peak
-    return int(lags[below[0] + k]), peak
+    best = float(tail.max())
+    if best < RECURRENCE:
+        return None, best
+    # the fundamental period: the first local peak nearly as high as the best one
+    # (an exact orbit recurs at every multiple of its period too)
+    high = np.flatnonzero(tail >= max(RECURRENCE, 0.9 * best))
+    k = int(high[0])
+    while k + 1 < tail.size and tail[k + 1] > tail[k]:
+        k += 1
+    return int(lags[below[0] + k]), float(tail[k])

@@ -253,12 +253,6 @@ def test_file_graphml(tmp_path):
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="network._read_graph: '.graphml' suffix is matched case-insensitively but '.csv' "
-    "is not, so 'edges.CSV' is split on whitespace, every line is skipped and the error "
-    "says 'the graph has no nodes'",
-)
 def test_file_csv_suffix_case_insensitive(tmp_path):
     path = tmp_path / "graph.CSV"
     path.write_text("a,b\nb,c\nc,a\n")
@@ -314,11 +308,6 @@ def test_bad_parameters_raise(kind, n, params, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="network.build_network: small-world k is documented as an even mean degree but an "
-    "odd k is accepted and silently lowered to k - 1 by networkx",
-)
 @pytest.mark.parametrize("k", [3, 5])
 def test_small_world_odd_k_raises(k):
     with pytest.raises(NetworkError, match="network.k"):
