@@ -21,6 +21,7 @@ import scipy.optimize
 
 from agents.utility import Family
 from environment import kernel
+from environment.dynamics import use_threads
 from environment.economy import Economy
 
 
@@ -42,6 +43,7 @@ def relative_excess_demand(economy: Economy, prices: np.ndarray) -> np.ndarray:
     """``Z(p) / supply`` at one price vector (g,), by the fused kernel (deterministic)."""
     arrays = economy.kernel_arrays()
     blocks = np.empty((kernel.n_blocks(economy.n_agents), economy.n_goods))
+    use_threads(blocks.shape[0])
     kernel.excess_demand_blocks(np.asarray(prices, dtype=float), *arrays, 0, blocks)
     return kernel.sum_blocks(blocks) / economy.supply
 
