@@ -9,6 +9,7 @@ python run.py --scenario my_economy.toml --out runs/mine
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -126,10 +127,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         type=_non_negative_int,
-        default=0,
+        default=2,
         metavar="K",
-        help="Ray workers (0 or 1: in-process; more needs the Ray engine)",
+        help="Ray workers (default 2, on a local Ray started for the run); "
+        "0 or 1 run in this process",
     )
+    parser.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="join an existing Ray cluster (default: $RAY_ADDRESS, else a "
+        "local Ray); see the README section on Ray clusters for the auth token",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_non_negative_int,
+        default=0,
+        metavar="R",
+        help="checkpoint every R rounds: a lost worker is recovered from the "
+        "last checkpoint, and --resume can continue a stopped run",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the interrupted run whose --out was DIR",
+    )
+    parser.add_argument("--kill-worker-at-round", type=_positive_int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-reference",
         dest="reference",
@@ -145,39 +168,96 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from agents.rules import RuleError
-    from distributed.output import OutputError, check_out_dir, default_out_dir, write_run
-    from distributed.runner import format_summary, run_scenario
+    from distributed import cluster
+    from distributed.engine import WorkerLost
+    from distributed.output import (
+        OutputError,
+        check_out_dir,
+        default_out_dir,
+        finalize,
+        prepare_work_dir,
+        work_dir_for,
+        write_results,
+    )
+    from distributed.runner import (
+        RunConfigError,
+        RunOptions,
+        format_summary,
+        load_run_config,
+        run_scenario,
+        save_run_config,
+    )
     from environment.economy import EconomyError
     from environment.network import NetworkError
     from environment.scenario import ScenarioError, load_scenario
 
-    user_errors = (ScenarioError, RuleError, NetworkError, EconomyError, OutputError)
+    user_errors = (
+        ScenarioError, RuleError, NetworkError, EconomyError, OutputError, RunConfigError,
+        cluster.ClusterError,
+    )  # fmt: skip
+    work, out, fresh = None, None, True
     try:
-        if args.workers > 1:
-            raise OutputError(
-                f"--workers {args.workers}: multi-worker runs need the Ray engine, which "
-                "this version does not have yet; use --workers 0"
-            )
-        scenario = load_scenario(args.scenario).with_overrides(
-            agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed,
-            rule=args.rule, step_size=args.step_size, signal=args.signal,
-            rounds=args.rounds, tol=args.tol,
-        )  # fmt: skip
-        out = args.out or default_out_dir(scenario.name)
-        check_out_dir(out, args.force)
-        result = run_scenario(
-            scenario, workers=args.workers, reference=args.reference, progress=not args.quiet
-        )
-        write_run(result, out, force=args.force)
+        if args.resume:
+            out = args.resume
+            work = work_dir_for(out)
+            if not (work / "run.json").is_file():
+                raise OutputError(f"--resume: {str(out)!r} has no interrupted run to continue")
+            scenario, options = load_run_config(work)
+            options = dataclasses.replace(options, progress=not args.quiet)
+            fresh = False
+        else:
+            scenario = load_scenario(args.scenario).with_overrides(
+                agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed,
+                rule=args.rule, step_size=args.step_size, signal=args.signal,
+                rounds=args.rounds, tol=args.tol,
+            )  # fmt: skip
+            options = RunOptions(
+                workers=args.workers, address=args.address,
+                checkpoint_every=args.checkpoint_every, reference=args.reference,
+                progress=not args.quiet, kill_worker_at_round=args.kill_worker_at_round,
+            )  # fmt: skip
+            options.check(scenario)
+            out = args.out or default_out_dir(scenario.name)
+            check_out_dir(out, args.force)
+            work = prepare_work_dir(out, args.force)
+            save_run_config(work, scenario, options)
+        result = run_scenario(scenario, options, work=work, resume=not fresh)
+        write_results(result, work, out)
+        finalize(work, out, force=args.force)
     except user_errors as exc:
+        _discard(work, fresh)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except WorkerLost as exc:
+        print(f"{parser.prog}: error: {exc}; continue with --resume {out}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; no result folder written", file=sys.stderr)
+        if _has_checkpoint(work):
+            print(f"{parser.prog}: interrupted; continue with --resume {out}", file=sys.stderr)
+        else:
+            _discard(work, fresh)
+            print(f"{parser.prog}: interrupted; no result folder written", file=sys.stderr)
         return 130
+    except BaseException:
+        _discard(work, fresh and not _has_checkpoint(work))
+        raise
+    finally:
+        cluster.shutdown()
     print(format_summary(result.summary))
     print(f"results:  {out}")
     return 0
+
+
+def _has_checkpoint(work) -> bool:
+    return work is not None and any((work / "checkpoints").glob("round-*/COMPLETE"))
+
+
+def _discard(work, fresh: bool) -> None:
+    """Remove the work folder of a run that failed before it could be resumed."""
+    import shutil
+
+    if work is not None and fresh:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """The result folder, written atomically: a failed run leaves no half-written folder.
 
-Layout of ``DIR``:
+A run works in ``.<name>.partial`` beside ``DIR`` (its checkpoints live there, so that
+``--resume`` can continue a run whose driver stopped) and renames it to ``DIR`` only when
+everything is written. Layout of ``DIR``:
 
 * ``summary.json`` — the run's parameters, verdict, final metrics and speed
 * ``metrics.parquet`` — per round: ``round``, ``excess_demand``, ``price_dispersion``,
   ``price_<good>`` (network-mean price), ``excess_<good>`` (relative to supply)
-* ``agents.parquet`` — per agent: ``id``, ``group``, ``family``, ``price_<good>``
-  (final prices), ``excess_<good>`` (final excess demand at own prices), ``wealth``
+* ``agents/part-<k>.parquet`` — a Parquet dataset (``pyarrow.parquet.read_table(DIR /
+  "agents")``), one part per shard, written by the shards in parallel: per agent ``id``,
+  ``group``, ``family``, ``price_<good>`` (final prices), ``excess_<good>`` (final excess
+  demand at own prices), ``wealth``
 * ``convergence.png`` — excess demand and dispersion per round, and mean prices
 """
 
@@ -49,36 +53,73 @@ def check_out_dir(out: Path, force: bool) -> None:
         raise OutputError(f"--out: {str(out)!r} exists and is not a folder")
 
 
-@contextlib.contextmanager
-def atomic_dir(out: Path, force: bool = False):
-    """Yield a temporary folder beside ``out``; rename it to ``out`` only on success."""
+def work_dir_for(out: Path) -> Path:
+    """The hidden folder a run to ``out`` works in until it is complete."""
+    return out.parent / f".{out.name}.partial"
+
+
+def prepare_work_dir(out: Path, force: bool) -> Path:
+    """Create the work folder of a new run to ``out`` (checks ``out`` first)."""
     check_out_dir(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():  # --force: swap, then remove the old folder
+    work = work_dir_for(out)
+    if work.exists():
+        if not force:
+            raise OutputError(
+                f"--out: an interrupted run to {str(out)!r} left {str(work)!r}; continue it "
+                f"with --resume {out}, or pass --force to start over"
+            )
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return work
+
+
+def finalize(work: Path, out: Path, force: bool = False) -> Path:
+    """Rename the complete work folder to ``out`` (replacing it under ``force``)."""
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    if out.exists():
+        if not force:
+            raise OutputError(f"--out: {str(out)!r} already exists (use --force to replace it)")
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
         os.replace(out, old / "run")
-        os.replace(tmp, out)
+        os.replace(work, out)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, out)
+        os.replace(work, out)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path, force: bool = False):
+    """Yield a fresh work folder for ``out``; rename it to ``out`` only on success."""
+    work = prepare_work_dir(out, force)
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finalize(work, out, force)
+
+
+def write_results(result, work: Path, out: Path | None = None) -> None:
+    """Write a finished :class:`distributed.runner.RunResult` into ``work``."""
+    summary = dict(result.summary, out=str(out) if out else None)
+    (work / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
+    metrics = result.model.datacollector.get_model_vars_dataframe()
+    metrics.insert(0, "round", np.arange(len(metrics)))
+    pq.write_table(pa.Table.from_pandas(metrics, preserve_index=False), work / "metrics.parquet")
+    model = result.model
+    if model.engine is not None:
+        model.engine.write_agents(work / "agents")
+    else:
+        (work / "agents").mkdir(exist_ok=True)
+        pq.write_table(agent_table(model), work / "agents" / "part-0000.parquet")
+    plot_convergence(metrics, result, work / "convergence.png")
 
 
 def write_run(result, out: Path, force: bool = False) -> Path:
-    """Write a :class:`distributed.runner.RunResult` to ``out`` atomically."""
-    with atomic_dir(out, force) as tmp:
-        summary = dict(result.summary, out=str(out))
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
-        metrics = result.model.datacollector.get_model_vars_dataframe()
-        metrics.insert(0, "round", np.arange(len(metrics)))
-        pq.write_table(pa.Table.from_pandas(metrics, preserve_index=False), tmp / "metrics.parquet")
-        pq.write_table(agent_table(result.model), tmp / "agents.parquet")
-        plot_convergence(metrics, result, tmp / "convergence.png")
+    """Write a finished run to ``out`` atomically (a fresh work folder, then rename)."""
+    with atomic_dir(out, force) as work:
+        write_results(result, work, out)
     return out
 
 

@@ -1,30 +1,73 @@
-"""Running a scenario to its verdict: the round loop, progress, timing and the summary.
+"""Running a scenario to its verdict: engines, the round loop, checkpoints, resume, summary.
 
-The in-process engine is :class:`environment.model.MarketModel` (the fused numba kernel on
-all cores of one process). ``workers`` is recorded; multi-worker Ray execution is the job
-of the Ray engine.
+Engines by ``workers``: ``0`` — the fused kernel in this process (``MarketModel`` without an
+engine; every Mesa agent a view onto the arrays); ``1`` — one in-process shard
+(checkpoints and ``--resume`` work); ``K >= 2`` — K Ray actors on a local Ray or a cluster.
+All give bit-identical results for the same seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from agents.utility import Family
+from distributed import cluster
+from distributed.engine import ShardEngine
+from distributed.partition import shard_ranges
 from environment import equilibrium
+from environment.dynamics import RoundMetrics
 from environment.model import MarketModel
 from environment.scenario import Scenario
 from environment.status import Verdict
 
 
+class RunConfigError(ValueError):
+    """The run's options do not fit together (one-line message)."""
+
+
+class DriverStopped(RuntimeError):
+    """Raised by the ``stop_after_round`` test hook to simulate a driver that died."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what): engine, cluster, checkpoints, test hooks."""
+
+    workers: int = 2
+    address: str | None = None
+    checkpoint_every: int = 0
+    reference: bool = True
+    progress: bool = True
+    kill_worker_at_round: int | None = None  # test hook: SIGKILL worker 0 after this round
+    stop_after_round: int | None = None  # test hook: raise DriverStopped after this round
+
+    def check(self, scenario: Scenario) -> None:
+        """Refuse combinations that cannot run, before anything is started."""
+        if self.checkpoint_every and self.workers == 0:
+            raise RunConfigError("--checkpoint-every needs --workers 1 or more (sharded engine)")
+        if self.kill_worker_at_round is not None and self.workers < 2:
+            raise RunConfigError("--kill-worker-at-round needs Ray workers (--workers 2 or more)")
+        if self.workers >= 2 or self.workers == 1:
+            try:
+                shard_ranges(scenario.n_agents, max(1, self.workers))
+            except ValueError as exc:
+                raise RunConfigError(str(exc)) from None
+
+
 @dataclasses.dataclass
 class RunResult:
-    """What a finished run produced (see :func:`distributed.output.write_run`)."""
+    """What a finished run produced (see :func:`distributed.output.write_results`)."""
 
     model: MarketModel
     verdict: Verdict
@@ -44,44 +87,112 @@ def reference_equilibria(model: MarketModel) -> tuple[list[np.ndarray], str]:
     return found, "numerical root finding from 8 starts"
 
 
+def engine_factory(options: RunOptions, work: Path | None):
+    """The ``engine`` argument of MarketModel for these options (None: in-process kernel)."""
+    if options.workers == 0:
+        return None
+    return functools.partial(
+        ShardEngine,
+        n_shards=options.workers,
+        use_ray=options.workers >= 2,
+        checkpoint_dir=(work / "checkpoints") if work is not None else None,
+        kill_worker_at_round=options.kill_worker_at_round,
+    )
+
+
+# ---- run state kept in the work folder --------------------------------------------------
+def save_run_config(work: Path, scenario: Scenario, options: RunOptions) -> None:
+    config = {"scenario": scenario.model_dump(), "options": dataclasses.asdict(options)}
+    (work / "run.json").write_text(json.dumps(config, indent=2))
+
+
+def load_run_config(work: Path) -> tuple[Scenario, RunOptions]:
+    config = json.loads((work / "run.json").read_text())
+    options = dict(config["options"], kill_worker_at_round=None, stop_after_round=None)
+    return Scenario.model_validate(config["scenario"]), RunOptions(**options)
+
+
+def _save_history(model: MarketModel, folder: Path) -> None:
+    df = model.datacollector.get_model_vars_dataframe()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), folder / "metrics.parquet")
+    m = model.metrics
+    last = {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(m).items()}
+    (folder / "metrics_last.json").write_text(json.dumps(last))
+
+
+def _load_history(model: MarketModel, folder: Path) -> None:
+    df = pq.read_table(folder / "metrics.parquet").to_pandas()
+    model.datacollector.model_vars = {c: df[c].tolist() for c in df.columns}
+    last = json.loads((folder / "metrics_last.json").read_text())
+    model.metrics = RoundMetrics(
+        last["round"], *(np.array(last[k]) for k in ("excess", "mean_price", "log_min", "log_max"))
+    )
+
+
+# ---- the run ----------------------------------------------------------------------------
 def run_scenario(
     scenario: Scenario,
-    *,
-    workers: int = 0,
-    reference: bool = True,
-    progress: bool = True,
+    options: RunOptions = RunOptions(workers=0),
+    work: Path | None = None,
+    resume: bool = False,
 ) -> RunResult:
-    """Run ``scenario`` until it converges, diverges or runs out of rounds."""
+    """Run ``scenario`` until it converges, diverges or runs out of rounds.
+
+    ``work`` is the run's work folder (checkpoints go to ``work/checkpoints``); with
+    ``resume`` the run continues from the last complete checkpoint there.
+    """
+    options.check(scenario)
+    if options.checkpoint_every and work is None:
+        raise RunConfigError("checkpoints need a work folder")
     t_start = time.perf_counter()
-    model = MarketModel(scenario)
+    where = "in-process"
+    if options.workers >= 2:
+        where = cluster.connect(options.workers, options.address)
+    model = MarketModel(scenario, engine=engine_factory(options, work))
+    engine = model.engine
+    resumed_from = None
+    if resume:
+        folder = engine.latest_checkpoint() if engine is not None else None
+        if folder is None:
+            raise RunConfigError(f"--resume: no complete checkpoint in {work}")
+        resumed_from = engine.restore(folder)
+        _load_history(model, folder)
+    if engine is not None:
+        engine.on_checkpoint = functools.partial(_save_history, model)
+
     d = scenario.dynamics
     n = model.economy.n_agents
-
     bar = tqdm(
-        total=d.rounds, delay=2.0, file=sys.stderr, unit="round", disable=not progress,
-        desc=scenario.name, dynamic_ncols=True,
+        total=d.rounds, initial=model.round, delay=2.0, file=sys.stderr, unit="round",
+        disable=not options.progress, desc=scenario.name, dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 15.0,
     )  # fmt: skip
-    t_first = t_loop = time.perf_counter()
+    first = model.round
+    t_loop = time.perf_counter()
     with bar:
-        for r in range(d.rounds):
+        while model.running and model.round < d.rounds:
             model.step()
-            if r == 0:  # the first round may include loading compiled kernels
+            r = model.round
+            if r == first + 1:  # the first round may include loading compiled kernels
                 t_loop = time.perf_counter()
+            if options.checkpoint_every and r % options.checkpoint_every == 0 and model.running:
+                engine.checkpoint()
             bar.update(1)
-            if r % 100 == 0:
+            if r % 100 == 1:
                 m = model.metrics
                 bar.set_postfix(excess=f"{m.excess_demand:.2e}", disp=f"{m.price_dispersion:.2e}")
-            if not model.running:
-                break
+            if options.stop_after_round is not None and r >= options.stop_after_round:
+                raise DriverStopped(f"driver stopped after round {r} (test hook)")
     t_end = time.perf_counter()
-    rounds = model.state.round
+    rounds = model.round
     verdict = model.classify()
 
-    references, method = reference_equilibria(model) if reference else ([], "not computed")
+    references, method = reference_equilibria(model) if options.reference else ([], "not computed")
     m = model.metrics
     near = equilibrium.nearest(m.mean_price, references)
-    timed_rounds = rounds - 1
+    timed_rounds = rounds - first - 1
     loop_seconds = t_end - t_loop
+    part = engine.partition if engine is not None else None
     summary = {
         "scenario": scenario.name,
         "scenario_source": scenario.source,
@@ -96,8 +207,15 @@ def run_scenario(
         "hyperparameters": dataclasses.asdict(model.dynamics.rule),
         "signal": model.dynamics.signal,
         "seed": scenario.seed,
-        "workers": workers,
-        "engine": "in-process",
+        "workers": options.workers,
+        "engine": where
+        if options.workers >= 2
+        else ("in-process shard" if engine else "in-process"),
+        "edge_cut": None if part is None else part.edge_cut,
+        "partition_seconds": None if part is None else part.seconds,
+        "boundary_bytes_per_round": None if engine is None else engine.bytes_per_round,
+        "worker_recoveries": 0 if engine is None else engine.recoveries,
+        "resumed_from_round": resumed_from,
         "rounds": rounds,
         "max_rounds": d.rounds,
         "tol": d.tol,
@@ -108,16 +226,15 @@ def run_scenario(
         "excess_demand_per_good": m.excess.tolist(),
         "price_dispersion": m.price_dispersion,
         "prices": m.mean_price.tolist(),
-        "reference_prices": [p.tolist() for p in references] if reference else None,
+        "reference_prices": [p.tolist() for p in references] if options.reference else None,
         "reference_method": method,
         "nearest_reference": None if near is None else near[0],
         "distance_to_reference": None if near is None else near[1],
         "messages_per_round": 0 if model.network.is_central else 2 * model.network.n_edges,
         "floats_per_message": 2 * model.economy.n_goods,
         "wall_seconds": t_end - t_start,
-        "first_round_seconds": t_loop - t_first,
-        "agent_rounds_per_second": (n * timed_rounds / loop_seconds) if timed_rounds else None,
-        "versions": {p: _version(p) for p in ("tatonnet", "mesa", "numpy", "numba", "networkx")},
+        "agent_rounds_per_second": (n * timed_rounds / loop_seconds) if timed_rounds > 0 else None,
+        "versions": {p: _version(p) for p in ("tatonnet", "mesa", "numpy", "numba", "ray")},
     }
     return RunResult(model, verdict, summary, references)
 
@@ -142,11 +259,18 @@ def format_summary(summary: dict) -> str:
     if s["reference_prices"]:
         k = s["nearest_reference"]
         lines.append(
-            f"equilibrium: {fmt(s['reference_prices'][k])}  distance {s['distance_to_reference']:.3g}"
-            f" ({len(s['reference_prices'])} found, {s['reference_method']})"
+            f"equilibrium: {fmt(s['reference_prices'][k])}  distance "
+            f"{s['distance_to_reference']:.3g} ({len(s['reference_prices'])} found, "
+            f"{s['reference_method']})"
         )
     elif s["reference_prices"] is not None:
         lines.append(f"equilibrium: none found ({s['reference_method']})")
+    engine = f"{s['engine']}, {s['workers']} workers"
+    if s["edge_cut"] is not None and s["workers"] >= 2:
+        engine += f", edge cut {s['edge_cut']}, {s['boundary_bytes_per_round']} B/round exchanged"
+    if s["worker_recoveries"]:
+        engine += f", recovered from {s['worker_recoveries']} lost worker(s)"
+    lines.append(f"engine:   {engine}")
     speed = s["agent_rounds_per_second"]
     lines.append(
         f"speed:    {speed:.3g} agent-rounds/s, wall {s['wall_seconds']:.2f} s"

@@ -85,6 +85,18 @@ class RoundMetrics:
         return bool(np.isfinite(self.excess).all() and np.isfinite(self.mean_price).all())
 
 
+def reduce_partials(round_: int, partials: np.ndarray, supply, n_agents: int) -> RoundMetrics:
+    """Global metrics from per-block partials (n_blocks, N_PARTIALS, g) in block order."""
+    total = kernel.sum_blocks(partials[:, : kernel.P_LOGMIN])
+    return RoundMetrics(
+        round=round_,
+        excess=total[kernel.P_EXCESS] / supply,
+        mean_price=total[kernel.P_PRICE] / n_agents,
+        log_min=partials[:, kernel.P_LOGMIN].min(axis=0),
+        log_max=partials[:, kernel.P_LOGMAX].max(axis=0),
+    )
+
+
 def prices_from_coords(coords: np.ndarray, space: str) -> np.ndarray:
     return np.exp(coords) if space == "log" else coords.copy()
 
@@ -176,14 +188,7 @@ class NetworkTatonnement:
         return new, self.metrics_from_partials(new.round, partials)
 
     def metrics_from_partials(self, round_: int, partials: np.ndarray) -> RoundMetrics:
-        total = kernel.sum_blocks(partials[:, : kernel.P_LOGMIN])
-        return RoundMetrics(
-            round=round_,
-            excess=total[kernel.P_EXCESS] / self.supply,
-            mean_price=total[kernel.P_PRICE] / self.economy.n_agents,
-            log_min=partials[:, kernel.P_LOGMIN].min(axis=0),
-            log_max=partials[:, kernel.P_LOGMAX].max(axis=0),
-        )
+        return reduce_partials(round_, partials, self.supply, self.economy.n_agents)
 
     def prices(self, state: MarketState) -> np.ndarray:
         """Each agent's prices, numeraire = 1; (n, g)."""

@@ -24,6 +24,9 @@ from environment.scenario import (
     load_scenario,
 )
 
+#: Larger models create Mesa agents only on demand (``model.trader(i)``).
+MESA_AGENTS_UP_TO = 200_000
+
 
 class MarketModel(Model):
     """Decentralized (or central) tâtonnement of a scenario, as a Mesa model.
@@ -32,6 +35,14 @@ class MarketModel(Model):
     ----------
     scenario : Scenario or str
         A validated scenario, or a built-in name / TOML path.
+    engine : callable or None
+        ``engine(economy, network, rule, signal, initial_prices, group)`` returning a
+        distributed engine (e.g. ``functools.partial(distributed.engine.ShardEngine,
+        n_shards=4, use_ray=True)``); None runs the fused kernel in this process, where
+        every :class:`Trader` is a view onto ``state``.
+    mesa_agents : bool or None
+        Create one Mesa agent per economic agent up front (default: up to
+        ``MESA_AGENTS_UP_TO`` agents; beyond, ``trader(i)`` creates them on demand).
     **overrides
         Passed to :meth:`Scenario.with_overrides` (``agents``, ``goods``, ``graph``,
         ``seed``, ``rule``, ``step_size``, ``rounds``, ``tol``, ``signal``).
@@ -47,7 +58,14 @@ class MarketModel(Model):
         ``price_<good>`` (network-mean price) and ``excess_<good>`` (relative to supply)
     """
 
-    def __init__(self, scenario: Scenario | str = "default", **overrides):
+    def __init__(
+        self,
+        scenario: Scenario | str = "default",
+        *,
+        engine=None,
+        mesa_agents: bool | None = None,
+        **overrides,
+    ):
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
         if any(v is not None for v in overrides.values()):
@@ -56,16 +74,29 @@ class MarketModel(Model):
         self.config = scenario
         self.economy, self.group = build_economy(scenario)
         self.network = build_network_for(scenario)
-        self.dynamics = make_dynamics(
-            self.economy, self.network, scenario.dynamics.make_rule(), scenario.dynamics.signal
-        )
-        self.state: MarketState = self.dynamics.init_state(initial_prices(scenario))
-        self._spare: MarketState | None = None
+        rule = scenario.dynamics.make_rule()
+        self.dynamics = make_dynamics(self.economy, self.network, rule, scenario.dynamics.signal)
+        prices = initial_prices(scenario)
         self.reference_next: MarketState | None = None
-        self.metrics: RoundMetrics = self.metrics_of(self.state)
+        self._spare: MarketState | None = None
+        if engine is None:
+            self.engine = None
+            self.state: MarketState | None = self.dynamics.init_state(prices)
+            self.metrics: RoundMetrics = self.metrics_of(self.state)
+        else:
+            self.engine = engine(
+                self.economy, self.network, rule, scenario.dynamics.signal, prices, self.group
+            )
+            self.state = None
+            self.metrics = self._initial_metrics(prices)
         self.verdict: status.Verdict | None = None
         n = self.economy.n_agents
-        self._traders = list(Trader.create_agents(self, n, index=list(range(n))))
+        if mesa_agents is None:
+            mesa_agents = n <= MESA_AGENTS_UP_TO
+        self._traders: dict[int, Trader] = {}
+        if mesa_agents:
+            created = Trader.create_agents(self, n, index=list(range(n)))
+            self._traders = dict(enumerate(created))
 
         reporters = {
             "excess_demand": lambda m: m.metrics.excess_demand,
@@ -80,14 +111,21 @@ class MarketModel(Model):
     # ---- stepping ------------------------------------------------------------------------
     def step(self) -> None:
         """One synchronous round with the fused kernel; stops the model on a final status."""
-        new, self.metrics = self.dynamics.step(self.state, self._spare)
-        self._spare, self.state = self.state, new
+        if self.engine is not None:
+            self.metrics = self.engine.step()
+        else:
+            new, self.metrics = self.dynamics.step(self.state, self._spare)
+            self._spare, self.state = self.state, new
         self._after_round()
+
+    @property
+    def round(self) -> int:
+        return self.engine.round if self.engine is not None else self.state.round
 
     def reference_step(self) -> None:
         """One round by the per-agent reference path: every ``Trader.step()`` in Python."""
-        if self.network.is_central:
-            raise ValueError("the per-agent reference path is for network dynamics")
+        if self.network.is_central or self.engine is not None:
+            raise ValueError("the per-agent reference path is for in-process network dynamics")
         s = self.state
         self.reference_next = MarketState(
             np.empty_like(s.coords), np.empty_like(s.tracker), np.empty_like(s.excess),
@@ -130,15 +168,40 @@ class MarketModel(Model):
         excess = state.excess.sum(axis=0) / self.economy.supply
         return RoundMetrics(state.round, excess, prices.mean(axis=0), logp.min(0), logp.max(0))
 
+    def _initial_metrics(self, prices: np.ndarray) -> RoundMetrics:
+        """Round-0 metrics from the static economy and the initial prices."""
+        e = self.economy
+        prices = np.asarray(prices, dtype=float)
+        prices = (
+            prices / prices[..., [e.numeraire]]
+            if prices.ndim == 2
+            else prices / prices[e.numeraire]
+        )
+        excess = e.excess_demand(prices).sum(axis=0) / e.supply
+        full = np.broadcast_to(prices, e.endowments.shape)
+        logp = np.log(full)
+        return RoundMetrics(0, excess, full.mean(axis=0), logp.min(axis=0), logp.max(axis=0))
+
     def prices(self) -> np.ndarray:
-        """Every agent's prices, numeraire = 1; (n_agents, g) (rows equal under central)."""
+        """Every agent's prices, numeraire = 1; (n_agents, g) (rows equal under central).
+
+        With a distributed engine this gathers every shard: for inspection, not hot loops.
+        """
+        if self.engine is not None:
+            return self.engine.prices()
         p = self.dynamics.prices(self.state)
         return np.broadcast_to(p, self.economy.endowments.shape)
 
     def agent_prices(self, i: int) -> np.ndarray:
+        if self.engine is not None:
+            return self.engine.agent_prices(i)
         row = self.state.coords[0 if self.network.is_central else i]
         return prices_from_coords(row, self.dynamics.space)
 
     def trader(self, i: int) -> Trader:
-        """The Mesa agent of row ``i`` (global id ``i``; its Mesa ``unique_id`` is ``i + 1``)."""
+        """The Mesa agent of row ``i`` (global id ``i``), created on demand if need be."""
+        if i not in self._traders:
+            if not 0 <= i < self.economy.n_agents:
+                raise IndexError(f"no agent {i}: ids run from 0 to {self.economy.n_agents - 1}")
+            self._traders[i] = Trader(self, i)
         return self._traders[i]

@@ -25,6 +25,7 @@ from agents.rules import PriceRule, make_rule
 from agents.utility import FAMILY_NAMES, Family
 from environment.economy import Economy
 from environment.network import GENERATORS, Network, build_network
+from environment.ordering import locality_order, reorder
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 
@@ -95,6 +96,7 @@ class NetworkSpec(_Strict):
     m: int | None = Field(None, gt=0)
     path: str | None = None
     placement: Literal["shuffled", "ordered"] = "shuffled"
+    order: Literal["locality", "generator"] = "locality"
 
 
 class Dynamics(_Strict):
@@ -193,7 +195,11 @@ class Scenario(_Strict):
             data["goods"] = goods
             data["dynamics"]["initial_prices"] = None
         if graph is not None:
-            data["network"] = {"kind": graph, "placement": self.network.placement}
+            data["network"] = {
+                "kind": graph,
+                "placement": self.network.placement,
+                "order": self.network.order,
+            }
         if seed is not None:
             data["seed"] = seed
         data["dynamics"].update({k: v for k, v in dynamics.items() if v is not None})
@@ -307,13 +313,16 @@ def _limit_sigma(code: Family) -> float:
 def build_network_for(scenario: Scenario) -> Network:
     """Build the scenario's network (the graph's own seed stream); raises ScenarioError."""
     spec = scenario.network
-    params = {k: v for k, v in spec.model_dump().items() if k not in ("kind", "placement")}
+    params = {k: v for k, v in spec.model_dump().items() if k not in ("kind", "placement", "order")}
     params = {k: v for k, v in params.items() if v is not None}
     seed = int(np.random.SeedSequence(scenario.seed, spawn_key=(_GRAPH,)).generate_state(1)[0])
     try:
         network = build_network(spec.kind, scenario.n_agents, seed, **params)
     except ValueError as exc:
         raise ScenarioError(f"scenario {scenario.source or scenario.name}: {exc}") from None
+    if spec.order == "locality" and not network.is_central:
+        order, _ = locality_order(network, seed)
+        network = reorder(network, order)
     if network.n_agents != scenario.n_agents:
         raise ScenarioError(
             f"scenario {scenario.source or scenario.name}: network.path has "

@@ -172,7 +172,7 @@ BAD_ARGUMENTS = [
     ("rule-nope", ["--rule", "nope"], ["--rule", "'nope'"]),
     ("seed-negative", ["--seed", "-3"], ["--seed", "'-3'"]),
     ("signal-nope", ["--signal", "gossip"], ["--signal", "'gossip'"]),
-    ("workers-4", ["--workers", "4"], ["--workers 4", "Ray"]),
+    ("workers-4", ["--workers", "4"], ["--workers 4", "blocks"]),
     ("unknown-option", ["--colour", "blue"], ["unrecognized arguments", "--colour"]),
     (
         "agents-fewer-than-groups",
@@ -194,7 +194,11 @@ BAD_ARGUMENTS = [
 
 
 def invoke(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run ``run.main(argv)`` in-process; returns (exit status, stdout, stderr)."""
+    """Run ``run.main(argv)`` in-process; returns (exit status, stdout, stderr).
+
+    Runs in this process (``--workers 0``) unless the case names ``--workers``.
+    """
+    argv = argv if "--workers" in argv else ["--workers", "0", *argv]
     try:
         code = run.main([str(a) for a in argv])
     except SystemExit as exc:  # argparse exits through parser.exit
@@ -311,7 +315,7 @@ def finished_run(tmp_path_factory):
     """One in-process run of ces-substitutes (300 agents) with its reference equilibrium."""
     out = tmp_path_factory.mktemp("run") / "result"
     argv = ["--scenario", "ces-substitutes", "--agents", "300", "--seed", "5",
-            "--out", str(out), "--quiet"]  # fmt: skip
+            "--out", str(out), "--quiet", "--workers", "0"]  # fmt: skip
     code = run.main(argv)
     return code, out
 
@@ -320,7 +324,7 @@ def test_successful_run_exits_zero_and_writes_the_summary(finished_run):
     code, out = finished_run
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "agents.parquet", "convergence.png", "metrics.parquet", "summary.json",
+        "agents", "convergence.png", "metrics.parquet", "run.json", "summary.json",
     ]  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     missing = SUMMARY_KEYS - summary.keys()
@@ -356,7 +360,7 @@ def test_metrics_and_agents_tables_read_back(finished_run):
     assert final["excess_demand"] == pytest.approx(summary["excess_demand"], rel=1e-12)
     assert [final[f"price_{g}"] for g in goods] == pytest.approx(summary["prices"], rel=1e-12)
 
-    agents = pq.read_table(out / "agents.parquet")
+    agents = pq.read_table(out / "agents")
     assert agents.num_rows == summary["n_agents"]
     expected = {"id", "group", "family", "wealth"}
     expected |= {f"price_{g}" for g in goods} | {f"excess_{g}" for g in goods}
@@ -384,7 +388,7 @@ def test_force_replaces_an_existing_folder(good_scenario, tmp_path, capsys):
     assert code == 0, err
     assert not (out / "stale.txt").exists()
     assert json.loads((out / "summary.json").read_text())["scenario"] == "tiny"
-    assert (out / "metrics.parquet").is_file() and (out / "agents.parquet").is_file()
+    assert (out / "metrics.parquet").is_file() and (out / "agents" / "part-0000.parquet").is_file()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith((".partial", ".old"))]
     assert not leftovers, leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.toml"]
@@ -400,7 +404,16 @@ def test_failure_while_writing_leaves_no_folder(good_scenario, tmp_path, capsys,
 
     monkeypatch.setattr(distributed.output, "plot_convergence", _boom)
     out = tmp_path / "out"
-    argv = ["--scenario", good_scenario, "--out", out, "--quiet", "--no-reference"]
+    argv = [
+        "--scenario",
+        good_scenario,
+        "--out",
+        out,
+        "--quiet",
+        "--no-reference",
+        "--workers",
+        "0",
+    ]
     with pytest.raises(RuntimeError, match="disk full"):
         run.main([str(a) for a in argv])
     assert not out.exists()
@@ -414,7 +427,8 @@ def test_failure_while_forcing_keeps_the_old_folder(good_scenario, tmp_path, cap
     out.mkdir()
     (out / "summary.json").write_text('{"scenario": "old"}')
     monkeypatch.setattr(distributed.output, "plot_convergence", _boom)
-    argv = ["--scenario", good_scenario, "--out", out, "--force", "--quiet", "--no-reference"]
+    argv = ["--scenario", good_scenario, "--out", out, "--force", "--quiet", "--no-reference",
+            "--workers", "0"]  # fmt: skip
     with pytest.raises(RuntimeError, match="disk full"):
         run.main([str(a) for a in argv])
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]

@@ -228,8 +228,11 @@ def test_invariants_random_markets(market):
         assert (prices[:, economy.numeraire] == 1.0).all()
         np.testing.assert_array_equal(economy.endowments, endowments)
         if signal == "tracking":
+            # exact in real arithmetic; in floating point, relative to the magnitudes summed
+            # (a diverging additive run can reach excess demands of 1e12)
             gap = state.tracker.sum(axis=0) - state.excess.sum(axis=0)
-            assert (np.abs(gap) <= 1e-9 * economy.supply).all()
+            scale = economy.supply + np.abs(state.tracker).sum(0) + np.abs(state.excess).sum(0)
+            assert (np.abs(gap) <= 1e-9 * scale).all()
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from agents.utility import Family
-from distributed.runner import run_scenario
+from distributed.runner import RunOptions, run_scenario
 from environment import equilibrium
 from environment.economy import Economy
 from environment.model import MarketModel
@@ -176,7 +176,7 @@ def test_decentralized_run_starts_far_from_cobb_douglas_closed_form(cobb_douglas
 def test_ces_gross_substitutes_converge_to_the_centralized_equilibrium(name, overrides):
     scenario = load_scenario(name).with_overrides(**overrides)
     assert all(group.utility == "ces" and group.sigma > 1 for group in scenario.agents)
-    result = run_scenario(scenario, progress=False)
+    result = run_scenario(scenario, RunOptions(workers=0, progress=False))
     s = result.summary
     assert s["graph"] != "central"
     assert s["status"] == "converged", s["reason"]
@@ -194,7 +194,7 @@ def test_ces_gross_substitutes_converge_to_the_centralized_equilibrium(name, ove
 def scarf_run(request):
     graph = "central" if request.param == "central" else None
     scenario = load_scenario("scarf").with_overrides(agents=300, graph=graph)
-    return request.param, run_scenario(scenario, progress=False)
+    return request.param, run_scenario(scenario, RunOptions(workers=0, progress=False))
 
 
 def test_scarf_is_not_reported_as_converged(scarf_run):

@@ -1,0 +1,294 @@
+"""A shard: the agents of one contiguous id range, their ghosts, and the fused round on them.
+
+A :class:`Shard` is a plain class — tested without Ray, run in-process for one worker, and
+wrapped with ``ray.remote`` by :mod:`distributed.engine` only when it is created. Its static
+data is a :class:`ShardSpec` (built once by :func:`build_specs`, ``ray.put`` once).
+
+Memory layout: the source arrays ``coords``, ``tracker``, ``excess`` have
+``n_own + n_ghost`` rows — the shard's own agents first (global ids ``start..stop-1``),
+then the ghost copies of the out-of-shard neighbours they read, sorted by global id. The
+local CSR keeps every row's neighbours in *global-id order*, so each agent's sums are taken
+in the same order as in the single-process kernel, and reduction blocks are aligned to
+global ids: results are bit-identical for any number of shards.
+
+A round (driver-orchestrated, :meth:`Shard.round`):
+
+1. ``receive`` — write the neighbours' messages (their agents' new ``coords`` and
+   ``tracker``, or ``excess`` under the ``local`` signal) into the ghost rows;
+2. ``step`` — the fused kernel on the own rows (:func:`environment.kernel.network_round`);
+3. ``outgoing`` — for each neighbouring shard, exactly the rows it keeps ghosts of.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from agents.rules import PriceRule
+from environment import kernel
+from environment.dynamics import coords_from_prices, prices_from_coords
+from environment.economy import Economy
+from environment.network import Network
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ShardSpec:
+    """Static data of one shard (shapes: ``o`` own agents, ``h`` ghosts, ``g`` goods).
+
+    indptr (o+1,), indices (nnz,) local source rows, mixing (nnz,) — own CSR rows;
+    ghost_ids (h,) global ids of the ghost rows; recv {src shard: (m,) ghost positions, in
+    the order the sender sends}; send {dst shard: (m,) own local rows to send};
+    endowments, shares (o, g), family, sigma (o,), inv_scale (o, g), group (o,).
+    """
+
+    shard_id: int
+    start: int
+    stop: int
+    indptr: np.ndarray
+    indices: np.ndarray
+    mixing: np.ndarray
+    ghost_ids: np.ndarray
+    recv: dict[int, np.ndarray]
+    send: dict[int, np.ndarray]
+    endowments: np.ndarray
+    shares: np.ndarray
+    family: np.ndarray
+    sigma: np.ndarray
+    inv_scale: np.ndarray
+    group: np.ndarray
+    rule: PriceRule
+    tracking: bool
+    numeraire: int
+    goods: tuple[str, ...]
+
+    @property
+    def n_own(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def message_floats_per_row(self) -> int:
+        return 2 * self.endowments.shape[1]
+
+
+def build_specs(
+    economy: Economy,
+    network: Network,
+    ranges,
+    rule: PriceRule,
+    inv_scale: np.ndarray,
+    tracking: bool,
+    group: np.ndarray,
+) -> list[ShardSpec]:
+    """Cut the global arrays into one :class:`ShardSpec` per id range."""
+    starts = np.array([r[0] for r in ranges])
+    ghosts_of, specs = [], []
+    for start, stop in ranges:
+        lo, hi = network.indptr[start], network.indptr[stop]
+        cols = network.indices[lo:hi].astype(np.int64)
+        outside = (cols < start) | (cols >= stop)
+        ghosts_of.append(np.unique(cols[outside]))
+    for k, (start, stop) in enumerate(ranges):
+        lo, hi = network.indptr[start], network.indptr[stop]
+        cols = network.indices[lo:hi].astype(np.int64)
+        ghosts = ghosts_of[k]
+        n_own = stop - start
+        local = np.where(
+            (cols >= start) & (cols < stop),
+            cols - start,
+            n_own + np.searchsorted(ghosts, cols),
+        )
+        owners = np.searchsorted(starts, ghosts, side="right") - 1
+        recv = {int(s): np.flatnonzero(owners == s) for s in np.unique(owners)}
+        send = {}
+        for d, other in enumerate(ghosts_of):
+            if d != k:
+                mine = other[(other >= start) & (other < stop)]
+                if mine.size:
+                    send[d] = mine - start
+        specs.append(
+            ShardSpec(
+                shard_id=k, start=start, stop=stop,
+                indptr=network.indptr[start : stop + 1] - lo,
+                indices=local.astype(np.int32),
+                mixing=network.mixing[lo:hi].copy(),
+                ghost_ids=ghosts, recv=recv, send=send,
+                endowments=np.ascontiguousarray(economy.endowments[start:stop]),
+                shares=np.ascontiguousarray(economy.shares[start:stop]),
+                family=np.ascontiguousarray(economy.family[start:stop]),
+                sigma=np.ascontiguousarray(economy.sigma[start:stop]),
+                inv_scale=np.ascontiguousarray(inv_scale[start:stop]),
+                group=np.ascontiguousarray(group[start:stop]),
+                rule=rule, tracking=tracking, numeraire=economy.numeraire,
+                goods=tuple(economy.goods),
+            )
+        )  # fmt: skip
+    return specs
+
+
+class Shard:
+    """The agents ``spec.start..spec.stop-1`` and their ghosts; see the module docstring."""
+
+    def __init__(self, spec: ShardSpec, initial_prices: np.ndarray, threads: int | None = None):
+        # arrays that arrive through Ray's object store are read-only views; the compiled
+        # kernel's signature takes writable arrays, so own a copy of those
+        spec = dataclasses.replace(
+            spec,
+            **{
+                f.name: np.array(getattr(spec, f.name))
+                for f in dataclasses.fields(spec)
+                if isinstance(getattr(spec, f.name), np.ndarray)
+                and not getattr(spec, f.name).flags.writeable
+            },
+        )
+        self.spec = spec
+        if threads is not None:
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        s = spec
+        g = s.endowments.shape[1]
+        rows = s.n_own + s.ghost_ids.size
+        self._log = s.rule.space == "log"
+        self._arrays = (s.endowments, s.shares, s.family, s.sigma)
+        self._src = [np.zeros((rows, g)) for _ in range(3)]  # coords, tracker, excess
+        self._dst = [np.zeros((rows, g)) for _ in range(3)]
+        self.buffers = np.zeros((s.n_own, s.rule.n_buffers, g))
+        self._params = s.rule.params()
+        self.round = 0
+        prices = np.broadcast_to(np.asarray(initial_prices, dtype=float), (s.n_own, g))
+        prices = prices / prices[:, [s.numeraire]]
+        coords, tracker, excess = (a[: s.n_own] for a in self._src)
+        coords[:] = coords_from_prices(prices, s.rule.space)
+        kernel.excess_demand_rows(coords, self._log, *self._arrays, excess)
+        tracker[:] = excess
+        self.n_blocks = kernel.n_blocks(s.stop) - s.start // kernel.BLOCK
+
+    # ---- messages ------------------------------------------------------------------------
+    def outgoing(self) -> dict[int, np.ndarray]:
+        """Messages for the neighbouring shards: (m, 2g) rows ``[coords | tracker or excess]``."""
+        coords, tracker, excess = self._src
+        second = tracker if self.spec.tracking else excess
+        return {d: np.hstack([coords[rows], second[rows]]) for d, rows in self.spec.send.items()}
+
+    def receive(self, messages: dict[int, np.ndarray]) -> None:
+        """Write neighbours' messages into the ghost rows."""
+        coords, tracker, excess = self._src
+        second = tracker if self.spec.tracking else excess
+        g = coords.shape[1]
+        base = self.spec.n_own
+        for src, positions in self.spec.recv.items():
+            message = messages[src]
+            coords[base + positions] = message[:, :g]
+            second[base + positions] = message[:, g:]
+
+    # ---- the round -----------------------------------------------------------------------
+    def step(self) -> np.ndarray:
+        """One round on the own rows; returns the per-block partials (b, N_PARTIALS, g)."""
+        s, o = self.spec, self.spec.n_own
+        g = s.endowments.shape[1]
+        partials = np.empty((self.n_blocks, kernel.N_PARTIALS, g))
+        src, dst = self._src, self._dst
+        kernel.network_round(
+            s.indptr, s.indices, s.mixing,
+            src[0], src[1], src[2],
+            dst[0][:o], dst[1][:o], dst[2][:o],
+            *self._arrays, s.inv_scale, s.start,
+            self._log, s.tracking, s.numeraire,
+            s.rule.kernel, self._params, self.buffers, partials,
+        )  # fmt: skip
+        self._src, self._dst = dst, src
+        self.round += 1
+        return partials
+
+    def round_trip(self, messages: dict[int, np.ndarray]):
+        """``receive`` + ``step`` + ``outgoing``: returns ``(partials, outgoing)``."""
+        self.receive(messages)
+        partials = self.step()
+        return partials, self.outgoing()
+
+    def ray_round(self, *messages):
+        """Ray entry point: messages from ``sorted(spec.recv)`` in order; returns
+        ``partials`` then one message per ``sorted(spec.send)`` destination."""
+        partials, out = self.round_trip(dict(zip(sorted(self.spec.recv), messages, strict=True)))
+        result = [partials] + [out[d] for d in sorted(self.spec.send)]
+        return result[0] if len(result) == 1 else tuple(result)
+
+    # ---- central auctioneer --------------------------------------------------------------
+    def excess_blocks(self, prices: np.ndarray) -> np.ndarray:
+        """Per-block sums of the own agents' excess demand at one price vector."""
+        out = np.empty((self.n_blocks, prices.size))
+        kernel.excess_demand_blocks(prices, *self._arrays, self.spec.start, out)
+        return out
+
+    # ---- inspection, checkpoints, results ------------------------------------------------
+    def prices(self) -> np.ndarray:
+        """Own agents' prices (o, g)."""
+        return prices_from_coords(self._src[0][: self.spec.n_own], self.spec.rule.space)
+
+    def state(self) -> dict[str, np.ndarray]:
+        o = self.spec.n_own
+        return {
+            "coords": self._src[0][:o].copy(),
+            "tracker": self._src[1][:o].copy(),
+            "excess": self._src[2][:o].copy(),
+            "buffers": self.buffers.copy(),
+        }
+
+    def checkpoint(self, folder: str) -> str:
+        """Write own state to ``folder/shard-<k>.npz`` (atomically); returns the path."""
+        path = Path(folder) / f"shard-{self.spec.shard_id}.npz"
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, round=self.round, **self.state())
+        os.replace(tmp, path)
+        return str(path)
+
+    def restore(self, folder: str) -> int:
+        """Load own state from a checkpoint folder; ghosts arrive with the next messages."""
+        with np.load(Path(folder) / f"shard-{self.spec.shard_id}.npz") as data:
+            o = self.spec.n_own
+            for array, name in zip(self._src, ("coords", "tracker", "excess"), strict=True):
+                array[:o] = data[name]
+            self.buffers[:] = data["buffers"]
+            self.round = int(data["round"])
+        return self.round
+
+    def row_prices(self, local: int) -> np.ndarray:
+        """Prices of own agent ``local`` (g,)."""
+        return prices_from_coords(self._src[0][local], self.spec.rule.space)
+
+    def write_agents(self, folder: str, central_prices: np.ndarray | None = None) -> str:
+        """Write the own agents' final state as ``folder/part-<k>.parquet``.
+
+        ``central_prices`` (g,): the auctioneer's prices, for central runs.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from agents.utility import Family
+
+        s, o = self.spec, self.spec.n_own
+        if central_prices is None:
+            prices, excess = self.prices(), self._src[2][:o]
+        else:
+            prices = np.ascontiguousarray(np.broadcast_to(central_prices, s.endowments.shape))
+            excess = np.empty_like(prices)
+            coords = coords_from_prices(prices, s.rule.space)
+            kernel.excess_demand_rows(coords, self._log, *self._arrays, excess)
+        columns = {
+            "id": np.arange(s.start, s.stop),
+            "group": s.group,
+            "family": [Family(int(c)).name.lower() for c in s.family],
+        }
+        for j, good in enumerate(s.goods):
+            columns[f"price_{good}"] = prices[:, j]
+        for j, good in enumerate(s.goods):
+            columns[f"excess_{good}"] = excess[:, j]
+        columns["wealth"] = np.einsum("ij,ij->i", prices, s.endowments)
+        path = Path(folder) / f"part-{s.shard_id:04d}.parquet"
+        pq.write_table(pa.table(columns), path)
+        return str(path)
+
+    def pid(self) -> int:
+        return os.getpid()
