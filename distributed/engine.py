@@ -169,6 +169,15 @@ class ShardEngine:
 
         return ray.get(refs)
 
+    def initial_metrics(self) -> RoundMetrics:
+        """Metrics of the current state, reduced from the shards' partials (no agent data)."""
+        if self.central:
+            prices = prices_from_coords(self._central_coords, self.space)
+            logp = np.log(prices)
+            return RoundMetrics(self.round, self._central_excess / self.supply, prices, logp, logp)
+        partials = self._get([self._call(s, "partials") for s in self.shards])
+        return reduce_partials(self.round, np.concatenate(partials), self.supply, self.n_agents)
+
     # ---- the round -------------------------------------------------------------------------
     def step(self) -> RoundMetrics:
         """One round on every shard; returns the global metrics of the new state."""

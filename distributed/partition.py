@@ -63,7 +63,7 @@ def shard_ranges(n_agents: int, n_shards: int) -> tuple[tuple[int, int], ...]:
             f"--workers {n_shards}: {n_agents} agents make only {n_blocks} blocks of "
             f"{kernel.BLOCK}; use at most {n_blocks} workers"
         )
-    cuts = [round(k * n_blocks / n_shards) * kernel.BLOCK for k in range(n_shards + 1)]
+    cuts = [(k * n_blocks) // n_shards * kernel.BLOCK for k in range(n_shards + 1)]
     cuts[-1] = n_agents
     return tuple((cuts[k], min(cuts[k + 1], n_agents)) for k in range(n_shards))
 

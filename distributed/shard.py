@@ -30,7 +30,7 @@ import numpy as np
 
 from agents.rules import PriceRule
 from environment import kernel
-from environment.dynamics import coords_from_prices, prices_from_coords
+from environment.dynamics import coords_from_prices, prices_from_coords, state_partials
 from environment.economy import Economy
 from environment.network import Network
 
@@ -214,6 +214,11 @@ class Shard:
         partials, out = self.round_trip(dict(zip(sorted(self.spec.recv), messages, strict=True)))
         result = [partials] + [out[d] for d in sorted(self.spec.send)]
         return result[0] if len(result) == 1 else tuple(result)
+
+    def partials(self) -> np.ndarray:
+        """Per-block partials of the current own state (for round-0 metrics)."""
+        o = self.spec.n_own
+        return state_partials(self._src[0][:o], self._src[2][:o], self.spec.rule.space, self.spec.start)
 
     # ---- central auctioneer --------------------------------------------------------------
     def excess_blocks(self, prices: np.ndarray) -> np.ndarray:

@@ -97,6 +97,27 @@ def reduce_partials(round_: int, partials: np.ndarray, supply, n_agents: int) ->
     )
 
 
+def state_partials(coords: np.ndarray, excess: np.ndarray, space: str, row_offset: int = 0):
+    """Per-block partials (b, N_PARTIALS, g) of a state's rows, as the round kernel makes them.
+
+    Used for round-0 metrics, so that every engine reports them identically.
+    """
+    n, g = coords.shape
+    first = row_offset // kernel.BLOCK
+    n_b = kernel.n_blocks(row_offset + n) - first
+    out = np.empty((n_b, kernel.N_PARTIALS, g))
+    prices = prices_from_coords(coords, space)
+    logp = np.log(prices)
+    for b in range(n_b):
+        lo = max(0, (first + b) * kernel.BLOCK - row_offset)
+        hi = min(n, (first + b + 1) * kernel.BLOCK - row_offset)
+        out[b, kernel.P_EXCESS] = excess[lo:hi].sum(axis=0)
+        out[b, kernel.P_PRICE] = prices[lo:hi].sum(axis=0)
+        out[b, kernel.P_LOGMIN] = logp[lo:hi].min(axis=0)
+        out[b, kernel.P_LOGMAX] = logp[lo:hi].max(axis=0)
+    return out
+
+
 def prices_from_coords(coords: np.ndarray, space: str) -> np.ndarray:
     return np.exp(coords) if space == "log" else coords.copy()
 

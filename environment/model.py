@@ -15,7 +15,14 @@ from mesa.datacollection import DataCollector
 
 from agents.trader import Trader
 from environment import status
-from environment.dynamics import MarketState, RoundMetrics, make_dynamics, prices_from_coords
+from environment.dynamics import (
+    MarketState,
+    RoundMetrics,
+    make_dynamics,
+    prices_from_coords,
+    reduce_partials,
+    state_partials,
+)
 from environment.scenario import (
     Scenario,
     build_economy,
@@ -82,13 +89,13 @@ class MarketModel(Model):
         if engine is None:
             self.engine = None
             self.state: MarketState | None = self.dynamics.init_state(prices)
-            self.metrics: RoundMetrics = self.metrics_of(self.state)
+            self.metrics: RoundMetrics = self._initial_metrics()
         else:
             self.engine = engine(
                 self.economy, self.network, rule, scenario.dynamics.signal, prices, self.group
             )
             self.state = None
-            self.metrics = self._initial_metrics(prices)
+            self.metrics = self.engine.initial_metrics()
         self.verdict: status.Verdict | None = None
         n = self.economy.n_agents
         if mesa_agents is None:
@@ -168,19 +175,13 @@ class MarketModel(Model):
         excess = state.excess.sum(axis=0) / self.economy.supply
         return RoundMetrics(state.round, excess, prices.mean(axis=0), logp.min(0), logp.max(0))
 
-    def _initial_metrics(self, prices: np.ndarray) -> RoundMetrics:
-        """Round-0 metrics from the static economy and the initial prices."""
-        e = self.economy
-        prices = np.asarray(prices, dtype=float)
-        prices = (
-            prices / prices[..., [e.numeraire]]
-            if prices.ndim == 2
-            else prices / prices[e.numeraire]
-        )
-        excess = e.excess_demand(prices).sum(axis=0) / e.supply
-        full = np.broadcast_to(prices, e.endowments.shape)
-        logp = np.log(full)
-        return RoundMetrics(0, excess, full.mean(axis=0), logp.min(axis=0), logp.max(axis=0))
+    def _initial_metrics(self) -> RoundMetrics:
+        """Round-0 metrics, reduced from per-block partials exactly as every engine does."""
+        state, dyn = self.state, self.dynamics
+        if self.network.is_central:
+            return self.metrics_of(state)
+        partials = state_partials(state.coords, state.excess, dyn.space)
+        return reduce_partials(0, partials, self.economy.supply, self.economy.n_agents)
 
     def prices(self) -> np.ndarray:
         """Every agent's prices, numeraire = 1; (n_agents, g) (rows equal under central).
