@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+DEFAULT_WORKERS = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,10 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         type=_non_negative_int,
-        default=2,
         metavar="K",
-        help="Ray workers (default 2, on a local Ray started for the run); "
-        "0 or 1 run in this process",
+        help="Ray workers (default 2, on a local Ray started for the run; 1 for economies "
+        "of a single 2,048-agent block); 0 or 1 run in this process",
     )
     parser.add_argument(
         "--address",
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         save_run_config,
     )
     from environment.economy import EconomyError
+    from environment.kernel import n_blocks
     from environment.network import NetworkError
     from environment.scenario import ScenarioError, load_scenario
 
@@ -211,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                 rule=args.rule, step_size=args.step_size, signal=args.signal,
                 rounds=args.rounds, tol=args.tol,
             )  # fmt: skip
+            workers = args.workers
+            if workers is None:
+                workers = min(DEFAULT_WORKERS, n_blocks(scenario.n_agents))
             options = RunOptions(
-                workers=args.workers, address=args.address,
+                workers=workers, address=args.address,
                 checkpoint_every=args.checkpoint_every, reference=args.reference,
                 progress=not args.quiet, kill_worker_at_round=args.kill_worker_at_round,
             )  # fmt: skip

@@ -265,7 +265,7 @@ def format_summary(summary: dict) -> str:
         )
     elif s["reference_prices"] is not None:
         lines.append(f"equilibrium: none found ({s['reference_method']})")
-    engine = f"{s['engine']}, {s['workers']} workers"
+    engine = f"{s['engine']} (--workers {s['workers']})"
     if s["edge_cut"] is not None and s["workers"] >= 2:
         engine += f", edge cut {s['edge_cut']}, {s['boundary_bytes_per_round']} B/round exchanged"
     if s["worker_recoveries"]:
