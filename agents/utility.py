@@ -24,8 +24,13 @@ the rule is homogeneous of degree zero too).
 
 Two implementations exist on purpose (the NetworkX ``*_numpy`` habit): :func:`demand`
 is plain numpy over a block of agents, readable and used for inspection, equilibrium
-solves and the per-agent reference path; :func:`demand_row` is the numba scalar kernel
-fused into the round. Tests check they agree to 1e-12.
+solves and the per-agent reference path; :func:`demand_rows` is the numba
+kernel the round runs on tiles of agents (:func:`demand_row`, its one-agent form, is what
+the tests compare). Tests check they agree to 1e-12.
+
+numba's on-disk cache does not notice that the round kernel in
+:mod:`environment.kernel` inlines :func:`demand_rows`: after editing this module, touch
+``environment/kernel.py`` (or clear ``__pycache__``) so that no process loads a stale kernel.
 """
 
 from __future__ import annotations
@@ -152,46 +157,80 @@ def utility(quantities, shares, family, sigma):
     return out
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, fastmath={"contract"})
+def demand_rows(p, pw, e, a, family, out):
+    """Demand of ``n`` agents, row ``i`` at its own prices ``p[i]``; written to ``out`` (n, g).
+
+    The scalar twin of :func:`demand` that the fused round kernels run, once per tile of
+    agents: never once per agent, so that their inner loops make no array views (each view
+    costs two atomic reference-count updates on an array that all threads share).
+
+    Parameters
+    ----------
+    p : (n, g) positive prices
+    pw : (n, g) ``p ** -sigma = exp(-sigma * log p)`` on CES rows; not read on other rows
+    e, a : (n, g) endowments and utility weights of the same agents
+    family : (n,) :class:`Family` codes
+    out : (n, g) written
+
+    FMA contraction is allowed (``fastmath={"contract"}``, nothing else): the results are
+    the same on every thread and every call, and agree with :func:`demand` to ~1e-15.
+    """
+    n, g = out.shape
+    for i in range(n):
+        f = family[i]
+        w = 0.0
+        for j in range(g):
+            w += p[i, j] * e[i, j]
+        if f == 3:  # CES: x_j = a_j p_j^-s w / sum_k a_k p_k^(1-s)
+            denom = 0.0
+            for j in range(g):
+                t = a[i, j] * pw[i, j]
+                out[i, j] = t
+                denom += t * p[i, j]
+            scale = w / denom
+            for j in range(g):
+                out[i, j] = out[i, j] * scale
+        elif f == 1:  # Cobb-Douglas
+            total = 0.0
+            for j in range(g):
+                total += a[i, j]
+            for j in range(g):
+                out[i, j] = (a[i, j] / total) * w / p[i, j]
+        elif f == 2:  # Leontief
+            denom = 0.0
+            for j in range(g):
+                denom += a[i, j] * p[i, j]
+            for j in range(g):
+                out[i, j] = a[i, j] * w / denom
+        else:  # linear
+            best = 0.0
+            for j in range(g):
+                b = a[i, j] / p[i, j]
+                if b > best:
+                    best = b
+            cut = best * (1.0 - LINEAR_TIE_RTOL)
+            m = 0
+            for j in range(g):
+                if a[i, j] / p[i, j] >= cut:
+                    m += 1
+            for j in range(g):
+                out[i, j] = w / (m * p[i, j]) if a[i, j] / p[i, j] >= cut else 0.0
+
+
+@numba.njit(cache=True)
 def demand_row(p, logp, e, a, family, sigma, out):
     """Demand of one agent at prices ``p`` (g,) with ``logp = log(p)``; written to ``out`` (g,).
 
-    The scalar twin of :func:`demand` fused into the round kernels.
+    The one-agent form of :func:`demand_rows` (the code the round kernels run), for
+    inspection and tests; the kernels call :func:`demand_rows` on whole tiles.
     """
     g = p.shape[0]
-    w = 0.0
-    for j in range(g):
-        w += p[j] * e[j]
-    if family == 1:  # Cobb-Douglas
-        total = 0.0
+    pw = np.empty((1, g))
+    if family == 3:  # CES
         for j in range(g):
-            total += a[j]
-        for j in range(g):
-            out[j] = (a[j] / total) * w / p[j]
-    elif family == 2:  # Leontief
-        denom = 0.0
-        for j in range(g):
-            denom += a[j] * p[j]
-        for j in range(g):
-            out[j] = a[j] * w / denom
-    elif family == 3:  # CES
-        denom = 0.0
-        for j in range(g):
-            out[j] = a[j] * np.exp(-sigma * logp[j])
-            denom += out[j] * p[j]
-        scale = w / denom
-        for j in range(g):
-            out[j] = out[j] * scale
-    else:  # linear
-        best = 0.0
-        for j in range(g):
-            b = a[j] / p[j]
-            if b > best:
-                best = b
-        cut = best * (1.0 - LINEAR_TIE_RTOL)
-        m = 0
-        for j in range(g):
-            if a[j] / p[j] >= cut:
-                m += 1
-        for j in range(g):
-            out[j] = w / (m * p[j]) if a[j] / p[j] >= cut else 0.0
+            pw[0, j] = np.exp(-sigma * logp[j])
+    codes = np.empty(1, dtype=np.int8)
+    codes[0] = family
+    demand_rows(p[np.newaxis, :], pw, e[np.newaxis, :], a[np.newaxis, :], codes,
+                out[np.newaxis, :])  # fmt: skip
