@@ -218,7 +218,9 @@ class Shard:
     def partials(self) -> np.ndarray:
         """Per-block partials of the current own state (for round-0 metrics)."""
         o = self.spec.n_own
-        return state_partials(self._src[0][:o], self._src[2][:o], self.spec.rule.space, self.spec.start)
+        return state_partials(
+            self._src[0][:o], self._src[2][:o], self.spec.rule.space, self.spec.start
+        )
 
     # ---- central auctioneer --------------------------------------------------------------
     def excess_blocks(self, prices: np.ndarray) -> np.ndarray:
