@@ -101,6 +101,7 @@ from environment.ordering import locality_order, reorder  # noqa: E402
 
 GOODS, SIGMA, K_DEGREE, P_REWIRE, STEP = 5, 2.0, 10, 0.1, 0.05
 MIB = 2**20
+OBJECT_STORE_MIB = cluster.OBJECT_STORE_BYTES // MIB
 
 
 def log(msg: str) -> None:
@@ -359,6 +360,7 @@ class Run:
     code_ok: bool = True
     attempts: int = 1
     prices_identical: bool | None = None
+    store: dict | None = None
 
 
 @contextmanager
@@ -422,6 +424,7 @@ def run_ray(economy, network, rule, p0, rounds: int, k: int, group) -> Run:
                 times.append(time.perf_counter() - r0)
             t3 = time.perf_counter()
             load = meter.stop()
+        store = object_store_stats()
         prices = engine.prices()
         workers = []
         for i, pid in enumerate(engine.pids):
@@ -442,12 +445,31 @@ def run_ray(economy, network, rule, p0, rounds: int, k: int, group) -> Run:
         return Run(
             t1 - t0, t2 - t1, t3 - t2, times, metrics, prices, hwm, sampler.rss["driver"],
             workers, engine.partition.seconds, engine.partition.edge_cut,
-            engine.bytes_per_round, system, load=load,
+            engine.bytes_per_round, system, load=load, store=store,
         )  # fmt: skip
     finally:
         engine.shutdown()
         del engine
         gc.collect()
+
+
+def object_store_stats() -> dict:
+    """Plasma usage and bytes spilled so far in this Ray session (Ray's private API)."""
+    import re
+
+    try:
+        from ray._private.internal_api import memory_summary
+
+        text = memory_summary(stats_only=True)
+    except Exception as exc:  # noqa: BLE001 - a private API; never fail the benchmark on it
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    used = re.search(r"Plasma memory usage (\d+) MiB", text)
+    spilled = re.search(r"Spilled (\d+) MiB", text)
+    return {
+        "plasma_mib": int(used.group(1)) if used else None,
+        "spilled_mib": int(spilled.group(1)) if spilled else 0,
+        "text": text.strip(),
+    }
 
 
 def _timed(fn, bucket: list):
@@ -540,6 +562,7 @@ def summarize(name: str, kind: str, n: int, k: int | None, threads, runs: list[R
             for i in range(len(runs[0].workers))
         ],
         "ray_system": runs[-1].ray_system,
+        "object_store": [r.store for r in runs],
         "breakdown": merge_breakdowns([r.breakdown for r in runs]),
         "code_consistent": all(r.code_ok for r in runs),
         "attempts": [r.attempts for r in runs],
@@ -1135,12 +1158,24 @@ def markdown(report: dict) -> str:
     ]
     ray_rows = [r for r in report["results"] if r["kind"] == "ray" and r["ray_system"]]
     if ray_rows:
-        lines += ["", "Ray system processes at the end of each Ray configuration (RSS / peak):", ""]
+        lines += [
+            "",
+            "Ray system processes at the end of each Ray configuration (RSS / peak) and the "
+            f"object store ({OBJECT_STORE_MIB} MiB, `distributed.cluster.OBJECT_STORE_BYTES`):",
+            "",
+        ]
         for r in ray_rows:
             procs = ", ".join(
                 f"{p['name']} {mib(p.get('VmRSS'))} / {mib(p.get('VmHWM'))} MiB"
                 for p in r["ray_system"]
             )
+            stores = r.get("object_store") or []
+            last = stores[-1] if stores else None
+            if last and "error" not in last:
+                procs += (
+                    f"; object store after the timed rounds: {last['plasma_mib']} MiB in use, "
+                    f"{last['spilled_mib']} MiB spilled to disk so far"
+                )
             lines.append(f"- {r['config']} (N={r['n_agents']:,}): {procs}")
     shards = [r for r in report["results"] if r["kind"] == "shards"]
     if shards:
