@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.rules import PRICE_FLOOR, PriceRule
+from agents.rules import PriceRule
 from distributed.partition import Partition, partition
 from distributed.shard import Shard, ShardSpec, build_specs
 from environment import kernel
 from environment.dynamics import (
     NetworkTatonnement,
     RoundMetrics,
+    auctioneer_step,
     coords_from_prices,
     prices_from_coords,
     reduce_partials,
@@ -221,14 +222,10 @@ class ShardEngine:
         return kernel.sum_blocks(np.concatenate(blocks))
 
     def _central_round(self) -> RoundMetrics:
-        coords = self._central_coords.copy()
-        params = self.rule.params()
-        self.rule.kernel(coords, self._central_excess / self.supply, self._central_buffers, params)
-        if self.space == "log":
-            coords[self.economy.numeraire] = 0.0
-        else:
-            coords[self.economy.numeraire] = 1.0
-            coords = np.where(coords < PRICE_FLOOR, PRICE_FLOOR, coords)
+        coords = auctioneer_step(
+            self.rule, self._central_coords, self._central_excess / self.supply,
+            self._central_buffers, self.economy.numeraire,
+        )  # fmt: skip
         prices = prices_from_coords(coords, self.space)
         excess = self._aggregate(prices)
         self._central_coords, self._central_excess = coords, excess

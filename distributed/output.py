@@ -124,21 +124,30 @@ def write_run(result, out: Path, force: bool = False) -> Path:
 
 
 def agent_table(model) -> pa.Table:
+    """Final per-agent state of an in-process model (see :func:`agent_columns`)."""
     economy = model.economy
     prices = np.ascontiguousarray(model.prices())
     excess = model.state.excess if not model.network.is_central else (
         economy.excess_demand(prices[0])
     )  # fmt: skip
+    return agent_columns(
+        np.arange(economy.n_agents), model.group, economy.family, economy.goods,
+        prices, excess, economy.endowments,
+    )  # fmt: skip
+
+
+def agent_columns(ids, group, family, goods, prices, excess, endowments) -> pa.Table:
+    """The ``agents`` table: id, group, family, price_<good>, excess_<good>, wealth."""
     columns = {
-        "id": np.arange(economy.n_agents),
-        "group": model.group,
-        "family": [Family(int(c)).name.lower() for c in economy.family],
+        "id": ids,
+        "group": group,
+        "family": [Family(int(c)).name.lower() for c in family],
     }
-    for j, good in enumerate(economy.goods):
+    for j, good in enumerate(goods):
         columns[f"price_{good}"] = prices[:, j]
-    for j, good in enumerate(economy.goods):
+    for j, good in enumerate(goods):
         columns[f"excess_{good}"] = excess[:, j]
-    columns["wealth"] = np.einsum("ij,ij->i", prices, economy.endowments)
+    columns["wealth"] = np.einsum("ij,ij->i", prices, endowments)
     return pa.table(columns)
 
 

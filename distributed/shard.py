@@ -270,10 +270,9 @@ class Shard:
 
         ``central_prices`` (g,): the auctioneer's prices, for central runs.
         """
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from agents.utility import Family
+        from distributed.output import agent_columns
 
         s, o = self.spec, self.spec.n_own
         if central_prices is None:
@@ -283,18 +282,11 @@ class Shard:
             excess = np.empty_like(prices)
             coords = coords_from_prices(prices, s.rule.space)
             kernel.excess_demand_rows(coords, self._log, *self._arrays, excess)
-        columns = {
-            "id": np.arange(s.start, s.stop),
-            "group": s.group,
-            "family": [Family(int(c)).name.lower() for c in s.family],
-        }
-        for j, good in enumerate(s.goods):
-            columns[f"price_{good}"] = prices[:, j]
-        for j, good in enumerate(s.goods):
-            columns[f"excess_{good}"] = excess[:, j]
-        columns["wealth"] = np.einsum("ij,ij->i", prices, s.endowments)
+        table = agent_columns(
+            np.arange(s.start, s.stop), s.group, s.family, s.goods, prices, excess, s.endowments
+        )
         path = Path(folder) / f"part-{s.shard_id:04d}.parquet"
-        pq.write_table(pa.table(columns), path)
+        pq.write_table(table, path)
         return str(path)
 
     def pid(self) -> int:

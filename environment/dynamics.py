@@ -247,14 +247,9 @@ class CentralTatonnement:
         return MarketState(coords, excess.copy(), excess, buffers, 0)
 
     def step(self, state: MarketState, spare: MarketState | None = None):
-        coords = state.coords[0].copy()
         signal = state.excess[0] / self.supply
-        self.rule.kernel(coords, signal, state.buffers[0], self._params)
-        if self.space == "log":
-            coords[self.economy.numeraire] = 0.0
-        else:
-            coords[self.economy.numeraire] = 1.0
-            coords = np.where(coords < PRICE_FLOOR, PRICE_FLOOR, coords)
+        coords = auctioneer_step(self.rule, state.coords[0], signal, state.buffers[0],
+                                 self.economy.numeraire)  # fmt: skip
         prices = prices_from_coords(coords, self.space)
         excess = self._aggregate(prices)
         new = MarketState(coords[None, :], excess[None, :], excess[None, :], state.buffers,
@@ -265,6 +260,22 @@ class CentralTatonnement:
 
     def prices(self, state: MarketState) -> np.ndarray:
         return prices_from_coords(state.coords, self.space)
+
+
+def auctioneer_step(rule: PriceRule, coords, signal, buffers, numeraire: int) -> np.ndarray:
+    """The central auctioneer's update of one price vector: new coordinates (g,).
+
+    ``buffers`` (n_buffers, g) is updated in place; the numeraire is pinned and, in price
+    space, prices are floored at ``PRICE_FLOOR``.
+    """
+    coords = np.array(coords, dtype=float)
+    rule.kernel(coords, np.ascontiguousarray(signal), buffers, rule.params())
+    if rule.space == "log":
+        coords[numeraire] = 0.0
+    else:
+        coords[numeraire] = 1.0
+        coords = np.where(coords < PRICE_FLOOR, PRICE_FLOOR, coords)
+    return coords
 
 
 def make_dynamics(economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
