@@ -5,17 +5,17 @@ with them the order in which every sum is taken) cannot depend on it. tatonnet t
 partitions in two steps:
 
 1. :func:`environment.ordering.locality_order` — once per network, independent of the worker count: a
-   permutation of the agents that keeps neighbours close in id. Candidates are the
-   generator's own order, a METIS recursive bisection (through ``pymetis``) into
-   ``2^L`` parts numbered hierarchically, and reverse Cuthill–McKee (scipy); the one with
-   the smallest edge cut summed over contiguous splits into 2, 4, 8 and 16 parts wins.
+   permutation of the agents that keeps neighbours close in id: the generator's own order
+   or reverse Cuthill–McKee (scipy), whichever cuts fewer edges over contiguous splits
+   into 2, 4, 8 and 16 parts (METIS was tried and dropped: not reproducible, see
+   :mod:`environment.ordering`).
    :func:`environment.ordering.reorder` relabels the network accordingly.
 2. :func:`shard_ranges` — per run: ``K`` contiguous ranges of global ids, cut at
    reduction-block boundaries (:data:`environment.kernel.BLOCK`), so that every block's
    partial sums are computed inside one shard in global-id order.
 
 For a Watts–Strogatz graph the generator's ring order is already optimal (its cut is the
-rewired edges that cross); METIS wins on spatial and file graphs.
+rewired edges that cross); RCM wins on spatial graphs and on files in random node order.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """A worker-count-independent locality ordering of the agents (see distributed.partition).
 
-Candidates: the generator's own order, a METIS recursive bisection (``pymetis``) into
-``2^L`` hierarchically numbered parts, and reverse Cuthill–McKee (scipy). The one with the
+Candidates: the generator's own order and reverse Cuthill–McKee (scipy); the one with the
 smallest edge cut summed over contiguous splits into 2, 4, 8 and 16 parts wins.
+
+The order decides which agent sits at which node, so it must be exactly reproducible.
+METIS (through ``pymetis``, recursive bisection) was tried and cut random geometric graphs
+a little better, but its result changed from run to run in the same process on a loaded
+machine despite a fixed seed — that changed the economy a run simulates — so it is not used.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from environment import kernel
 from environment.network import Network, from_edges
 
 CUT_PROBE = (2, 4, 8, 16)
@@ -31,27 +34,6 @@ def _probe_cut(rank: np.ndarray, src: np.ndarray, dst: np.ndarray, n: int) -> in
     return total
 
 
-def _metis_order(network: Network, seed: int) -> np.ndarray | None:
-    try:
-        import pymetis
-    except ImportError:  # pragma: no cover - pymetis is a dependency; fall back anyway
-        return None
-    n = network.n_agents
-    rows = np.repeat(np.arange(n), np.diff(network.indptr))
-    keep = network.indices != rows
-    adjncy = network.indices[keep].astype(np.int32)
-    xadj = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.bincount(rows[keep], minlength=n), out=xadj[1:])
-    n_parts = 2 ** int(np.ceil(np.log2(max(2, min(64, n // kernel.BLOCK)))))
-    if n_parts >= n:
-        return None
-    options = pymetis.Options(seed=seed % (2**31 - 1))
-    _, parts = pymetis.part_graph(
-        n_parts, pymetis.CSRAdjacency(xadj, adjncy), recursive=True, options=options
-    )
-    return np.argsort(np.asarray(parts), kind="stable")
-
-
 def locality_order(network: Network, seed: int = 0) -> tuple[np.ndarray, str]:
     """A permutation ``order`` (new id ``i`` is old agent ``order[i]``) and its method name."""
     n = network.n_agents
@@ -59,9 +41,6 @@ def locality_order(network: Network, seed: int = 0) -> tuple[np.ndarray, str]:
         return np.arange(n), "identity"
     src, dst = edge_list(network)
     candidates = {"generator": np.arange(n)}
-    metis = _metis_order(network, seed)
-    if metis is not None:
-        candidates["metis"] = metis
     adjacency = scipy.sparse.csr_array(
         (np.ones(network.indices.size), network.indices, network.indptr), shape=(n, n)
     )

@@ -292,3 +292,19 @@ def test_run_on_existing_cluster_equals_in_process(tmp_path):
     ta = pq.read_table(tmp_path / "local" / "agents").sort_by("id")
     tb = pq.read_table(tmp_path / "cluster" / "agents").sort_by("id")
     assert ta.equals(tb)
+
+
+@pytest.mark.parametrize("graph", ["scale-free", "random-geometric", "small-world"])
+def test_network_build_is_reproducible(graph):
+    """The locality order decides who neighbours whom: it must not vary between builds
+    (METIS did, under load, and was dropped for that)."""
+    from environment.scenario import build_network_for
+
+    params = {"k": 30} if graph == "random-geometric" else GRAPHS[graph]
+    data = load_scenario("default").with_overrides(agents=N).model_dump()
+    data["network"].update({"kind": graph, **params})
+    scenario = type(load_scenario("default")).model_validate(data)
+    first, second = build_network_for(scenario), build_network_for(scenario)
+    np.testing.assert_array_equal(first.indptr, second.indptr)
+    np.testing.assert_array_equal(first.indices, second.indices)
+    np.testing.assert_array_equal(first.mixing, second.mixing)
