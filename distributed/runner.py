@@ -180,7 +180,9 @@ def run_scenario(
             bar.update(1)
             if r % 100 == 1:
                 m = model.metrics
-                bar.set_postfix(excess=f"{m.excess_demand:.2e}", disp=f"{m.price_dispersion:.2e}")
+                bar.set_postfix(
+                    excess=f"{m.excess_demand:.2e}", disp=f"{m.price_dispersion:.2e}", refresh=False
+                )
             if options.stop_after_round is not None and r >= options.stop_after_round:
                 raise DriverStopped(f"driver stopped after round {r} (test hook)")
     t_end = time.perf_counter()
