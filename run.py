@@ -68,14 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
             "Simulate Walrasian price discovery (tatonnement) in an exchange economy whose\n"
             "agents sit on a network and adjust their own prices from what their neighbours\n"
             "tell them. Prints a summary and writes a result folder (summary.json,\n"
-            "metrics.parquet, agents.parquet, convergence.png)."
+            "metrics.parquet, agents/ (Parquet parts), convergence.png, run.json)."
         ),
         epilog=(
             f"built-in scenarios: {', '.join(builtin_names())}\n"
             f"price-update rules:\n{rules}\n\n"
             "Options given here override the scenario file. Exit status: 0 when the run\n"
             "finished (whatever its verdict: converged, cycling, diverged, stalled or\n"
-            "max_rounds), 2 for invalid input."
+            "max_rounds), 2 for invalid input, 1 when workers were lost beyond recovery\n"
+            "(continue with --resume), 130 when interrupted."
         ),
     )
     parser.add_argument(

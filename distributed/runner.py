@@ -58,7 +58,7 @@ class RunOptions:
             raise RunConfigError("--checkpoint-every needs --workers 1 or more (sharded engine)")
         if self.kill_worker_at_round is not None and self.workers < 2:
             raise RunConfigError("--kill-worker-at-round needs Ray workers (--workers 2 or more)")
-        if self.workers >= 2 or self.workers == 1:
+        if self.workers >= 1:
             try:
                 shard_ranges(scenario.n_agents, max(1, self.workers))
             except ValueError as exc:
