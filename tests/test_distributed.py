@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -142,16 +143,23 @@ def test_central_shards_equal_the_central_auctioneer():
 def test_in_process_shard_resume_equals_uninterrupted_run(tmp_path):
     scenario = _scenario("small-world").with_overrides(rounds=60)
     fault_free = run_scenario(scenario, RunOptions(workers=1, progress=False, reference=False))
-    work = tmp_path / ".out.partial"
-    work.mkdir()
     options = RunOptions(workers=1, checkpoint_every=10, progress=False, reference=False)
-    save_run_config(work, scenario, options)
-    with pytest.raises(DriverStopped):
-        run_scenario(scenario, RunOptions(**{**options.__dict__, "stop_after_round": 35}), work)
+    work = _interrupted_run(tmp_path, scenario, options, 35)
     assert (work / "checkpoints" / "round-000000030" / "COMPLETE").exists()
     resumed = run_scenario(scenario, options, work, resume=True)
     assert resumed.summary["resumed_from_round"] == 30
     _assert_same_result(fault_free, resumed)
+
+
+def _interrupted_run(tmp_path, scenario, options, stop_after_round):
+    """A run whose driver stops after ``stop_after_round``: its work folder, as --resume finds it."""
+    work = tmp_path / ".out.partial"
+    work.mkdir()
+    save_run_config(work, scenario, options)
+    with pytest.raises(DriverStopped):
+        stopping = dataclasses.replace(options, stop_after_round=stop_after_round)
+        run_scenario(scenario, stopping, work)
+    return work
 
 
 def _assert_same_result(a, b):
@@ -211,11 +219,8 @@ def test_killed_worker_is_recovered_bit_identically(local_ray, tmp_path):
 def test_stopped_driver_resumes_bit_identically_on_ray(local_ray, tmp_path):
     scenario = _scenario("scale-free").with_overrides(rounds=50)
     fault_free = run_scenario(scenario, RunOptions(workers=0, progress=False, reference=False))
-    work = tmp_path / ".out.partial"
-    work.mkdir()
     options = RunOptions(workers=2, checkpoint_every=20, progress=False, reference=False)
-    with pytest.raises(DriverStopped):
-        run_scenario(scenario, RunOptions(**{**options.__dict__, "stop_after_round": 30}), work)
+    work = _interrupted_run(tmp_path, scenario, options, 30)
     resumed = run_scenario(scenario, options, work, resume=True)
     assert resumed.summary["resumed_from_round"] == 20
     _assert_same_result(fault_free, resumed)
@@ -255,12 +260,8 @@ def test_cli_resume_continues_an_interrupted_run(tmp_path, capsys):
     assert run.main([str(a) for a in [*args, "--out", ref]]) == 0
     out = tmp_path / "out"
     scenario = load_scenario("default").with_overrides(agents=N, rounds=60)
-    work = tmp_path / ".out.partial"
-    work.mkdir()
     options = RunOptions(workers=1, checkpoint_every=10, progress=False, reference=False)
-    save_run_config(work, scenario, options)
-    with pytest.raises(DriverStopped):
-        run_scenario(scenario, RunOptions(**{**options.__dict__, "stop_after_round": 45}), work)
+    work = _interrupted_run(tmp_path, scenario, options, 45)
     assert run.main(["--resume", str(out), "--quiet"]) == 0
     assert not work.exists()
     a = json.loads((ref / "summary.json").read_text())
