@@ -38,8 +38,12 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def connect(workers: int, address: str | None = None) -> str:
-    """Make sure Ray is initialized for ``workers`` actors; returns a description."""
+def connect(workers: int, address: str | None = None, object_store_bytes: int | None = None) -> str:
+    """Make sure Ray is initialized for ``workers`` actors; returns a description.
+
+    ``object_store_bytes`` sizes a local runtime's object store (default
+    :data:`OBJECT_STORE_BYTES`); a joined cluster keeps its own.
+    """
     import ray
 
     if ray.is_initialized():
@@ -68,7 +72,7 @@ def connect(workers: int, address: str | None = None) -> str:
     try:
         ray.init(
             num_cpus=workers,
-            object_store_memory=OBJECT_STORE_BYTES,
+            object_store_memory=object_store_bytes or OBJECT_STORE_BYTES,
             include_dashboard=False,
             **options,
         )

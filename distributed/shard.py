@@ -32,7 +32,7 @@ from agents.rules import PriceRule
 from environment import kernel
 from environment.dynamics import coords_from_prices, prices_from_coords, state_partials
 from environment.economy import Economy
-from environment.network import Network
+from environment.network import Network, sorted_unique
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -90,7 +90,7 @@ def build_specs(
         lo, hi = network.indptr[start], network.indptr[stop]
         cols = network.indices[lo:hi].astype(np.int64)
         outside = (cols < start) | (cols >= stop)
-        ghosts_of.append(np.unique(cols[outside]))
+        ghosts_of.append(sorted_unique(cols[outside]))
     for k, (start, stop) in enumerate(ranges):
         lo, hi = network.indptr[start], network.indptr[stop]
         cols = network.indices[lo:hi].astype(np.int64)
@@ -102,7 +102,7 @@ def build_specs(
             n_own + np.searchsorted(ghosts, cols),
         )
         owners = np.searchsorted(starts, ghosts, side="right") - 1
-        recv = {int(s): np.flatnonzero(owners == s) for s in np.unique(owners)}
+        recv = {int(s): np.flatnonzero(owners == s) for s in sorted_unique(owners)}
         send = {}
         for d, other in enumerate(ghosts_of):
             if d != k:
