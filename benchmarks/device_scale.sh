@@ -5,12 +5,19 @@
 #   bash benchmarks/device_scale.sh strong OUTDIR    # 10^6 agents, K = 1,2,4,8,16
 #   bash benchmarks/device_scale.sh weak OUTDIR      # 2.5e5 agents per worker, K = 1..16
 #
-# .whl/ holds (see the README, "Scaling on 16 cores", for the commands that made it): Ray
-# 2.60.0's manylinux wheel unpacked and repacked as ray-2.60.0-stripped.tar.xz without the
-# parts a local runtime does not load (ray/jars, rllib, data, serve, train, tune, llm, the
-# dashboard's web client), and the wheels of Ray's dependencies that the machine lacks
-# (jsonschema, referencing, rpds-py, jsonschema-specifications). numpy, numba, scipy,
-# networkx and pyarrow are the machine's own (their versions are recorded in the results).
+# .whl/ holds Ray 2.60.0's manylinux wheel unpacked and repacked without the parts a local
+# runtime does not load (ray/jars, rllib, data, serve, train, tune, llm, the dashboard's web
+# client), and the wheels of Ray's dependencies that the machine lacks. Made with:
+#
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl ray==2.60.0 jsonschema referencing rpds-py \
+#       jsonschema-specifications
+#   mkdir x && (cd x && unzip -q ../.whl/ray-2.60.0-*.whl && rm -rf ray/jars ray/rllib \
+#       ray/data ray/serve ray/train ray/tune ray/llm ray/dashboard/client/build && \
+#       tar -cf - . | xz -9 > ../.whl/ray-2.60.0-stripped.tar.xz) && rm .whl/ray-2.60.0-*.whl
+#
+# numpy, numba, scipy, networkx, pyarrow and typing-extensions are the machine's own (their
+# versions are recorded in the results).
 #
 # Sizes and rounds can be overridden for a smoke test: N, PER_WORKER, ROUNDS, REPEATS,
 # WORKERS, STORE_MIB.
