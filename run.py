@@ -4,6 +4,8 @@
 python run.py                          # the built-in 'default' scenario
 python run.py --scenario scarf --graph central --rounds 500
 python run.py --scenario my_economy.toml --out runs/mine
+
+Subcommands (each has its own --help): python run.py study | inspect RUN_DIR | dashboard
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 DEFAULT_WORKERS = 2
+
+#: ``python run.py NAME ...`` hands the remaining arguments to ``MODULE.main(argv)``.
+SUBCOMMANDS = {
+    "study": "distributed.study",
+    "inspect": "distributed.inspect",
+    "dashboard": "dashboard.app",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"built-in scenarios: {', '.join(builtin_names())}\n"
             f"price-update rules:\n{rules}\n\n"
+            "subcommands: run.py study (grid of scenarios x rules, verdict table),\n"
+            "run.py inspect RUN_DIR, run.py dashboard; each has --help.\n\n"
             "Options given here override the scenario file. Exit status: 0 when the run\n"
             "finished (whatever its verdict: converged, cycling, diverged, stalled or\n"
             "max_rounds), 2 for invalid input, 1 when workers were lost beyond recovery\n"
@@ -165,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
 

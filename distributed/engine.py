@@ -115,7 +115,7 @@ class ShardEngine:
                 self._initial_prices / self._initial_prices[economy.numeraire], self.space
             )
             self._central_coords = coords.reshape(-1)
-            self._central_buffers = np.zeros((rule.n_buffers, self.n_goods))
+            self._central_buffers = rule.init_buffers(np.arange(1), self.n_goods)[0]
         self._start_shards()
         if self.central:
             self._central_excess = self._aggregate(

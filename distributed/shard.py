@@ -154,7 +154,7 @@ class Shard:
         self._arrays = (s.endowments, s.shares, s.family, s.sigma)
         self._src = [np.zeros((rows, g)) for _ in range(3)]  # coords, tracker, excess
         self._dst = [np.zeros((rows, g)) for _ in range(3)]
-        self.buffers = np.zeros((s.n_own, s.rule.n_buffers, g))
+        self.buffers = s.rule.init_buffers(np.arange(s.start, s.start + s.n_own), g)
         self._params = s.rule.params()
         self.round = 0
         prices = np.broadcast_to(np.asarray(initial_prices, dtype=float), (s.n_own, g))

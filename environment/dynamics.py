@@ -182,7 +182,7 @@ class NetworkTatonnement:
         coords = coords_from_prices(prices, self.space)
         excess = np.empty((n, g))
         kernel.excess_demand_rows(coords, self.space == "log", *self._arrays, excess)
-        buffers = np.zeros((n, self.rule.n_buffers, g))
+        buffers = self.rule.init_buffers(np.arange(n), g)
         return MarketState(coords, excess.copy(), excess, buffers, 0)
 
     def step(self, state: MarketState, spare: MarketState | None = None):
@@ -243,7 +243,7 @@ class CentralTatonnement:
         prices = prices / prices[self.economy.numeraire]
         coords = coords_from_prices(prices, self.space)[None, :]
         excess = self._aggregate(prices)[None, :]
-        buffers = np.zeros((1, self.rule.n_buffers, prices.size))
+        buffers = self.rule.init_buffers(np.arange(1), prices.size)
         return MarketState(coords, excess.copy(), excess, buffers, 0)
 
     def step(self, state: MarketState, spare: MarketState | None = None):
@@ -276,6 +276,24 @@ def auctioneer_step(rule: PriceRule, coords, signal, buffers, numeraire: int) ->
         coords[numeraire] = 1.0
         coords = np.where(coords < PRICE_FLOOR, PRICE_FLOOR, coords)
     return coords
+
+
+def messages_per_round(rule: PriceRule, network: Network, n_goods: int) -> dict:
+    """What one round sends: message count and float64 values, for the study's totals.
+
+    On a graph every agent messages each neighbour ``rule.exchanges_per_round`` times with
+    ``rule.message_floats(g)`` values. Under ``central`` each agent sends the auctioneer its
+    g-vector excess demand and receives g prices, once per exchange.
+    """
+    exchanges = rule.exchanges_per_round
+    if network.is_central:
+        messages = 2 * network.n_agents * exchanges
+        floats = messages * n_goods
+    else:
+        directed = int(network.indices.size - network.n_agents)  # CSR minus self-loops
+        messages = directed * exchanges
+        floats = messages * rule.message_floats(n_goods)
+    return {"exchanges": exchanges, "messages": messages, "floats": floats}
 
 
 def make_dynamics(economy: Economy, network: Network, rule: PriceRule, signal="tracking"):

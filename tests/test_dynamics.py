@@ -444,7 +444,7 @@ def test_economy_rejects_short_family_array():
 @pytest.mark.parametrize(
     ("name", "params", "match"),
     [
-        ("newton", {}, "unknown rule"),
+        ("no-such-rule", {}, "unknown rule"),
         ("entropic", {"momentum": 0.9}, "no hyperparameter 'momentum'"),
         ("additive", {"step": 0.1}, "no hyperparameter 'step'"),
         ("entropic", {"step_size": 0.0}, "positive finite"),

@@ -22,6 +22,23 @@ Kernel contract::
 
 The engine then pins the numeraire coordinate and, in price space, floors prices at
 ``PRICE_FLOOR`` so that prices stay positive (a floored price counts as divergence).
+
+Class-level hooks a rule may override (defaults suit a one-exchange rule):
+
+``signed``
+    Names of hyperparameters that may be zero or negative (e.g. a momentum of either sign);
+    all others must be positive.
+``init_buffers(ids, g)``
+    The optimizer state at round 0 for the agents with global ids ``ids``: (len(ids),
+    n_buffers, g). Depends on ids only (never on the worker), so sharded runs agree.
+``exchanges_per_round`` / ``message_floats(g)``
+    How many times per round each agent messages each neighbour, and how many float64 it
+    sends each time (default: its g coordinates and its g-vector signal). Used for the
+    message totals the study reports; a rule documents both in its docstring.
+``engine``
+    ``None`` for rules that fit the kernel contract above. A rule that needs more than one
+    kernel call per round (extragradient, Newton) names the dynamics that runs it, and
+    :func:`environment.dynamics.make_dynamics` dispatches on it.
 """
 
 from __future__ import annotations
@@ -74,16 +91,33 @@ class PriceRule:
     space: ClassVar[str]  # "log" or "price"
     n_buffers: ClassVar[int] = 0
     kernel: ClassVar  # compiled with @rule_kernel, see the module docstring
+    signed: ClassVar[frozenset[str]] = frozenset()
+    exchanges_per_round: ClassVar[int] = 1
+    engine: ClassVar[str | None] = None
 
     step_size: float = 0.05
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            finite = number and math.isfinite(value)
+            if field.name in self.signed and not finite:
+                raise RuleError(
+                    f"rule {self.name!r}: {field.name} must be a finite number, got {value!r}"
+                )
+            if field.name not in self.signed and not (finite and value > 0):
                 raise RuleError(
                     f"rule {self.name!r}: {field.name} must be a positive finite number, got {value!r}"
                 )
+
+    def init_buffers(self, ids: np.ndarray, g: int) -> np.ndarray:
+        """Optimizer state at round 0 for the agents ``ids``: zeros (len(ids), n_buffers, g)."""
+        return np.zeros((len(ids), self.n_buffers, g))
+
+    def message_floats(self, g: int) -> int:
+        """float64 values one agent sends one neighbour per exchange (coords + signal)."""
+        return 2 * g
 
     def params(self) -> np.ndarray:
         """Hyperparameters as the float64 array the kernel receives."""
