@@ -296,8 +296,33 @@ def messages_per_round(rule: PriceRule, network: Network, n_goods: int) -> dict:
     return {"exchanges": exchanges, "messages": messages, "floats": floats}
 
 
+#: Dynamics for rules whose ``engine`` is not None: ``name -> factory(economy, network,
+#: rule, signal)``. Modules that define such an engine add it with :func:`register_dynamics`.
+DYNAMICS: dict = {}
+
+
+def register_dynamics(name: str):
+    """Decorator: ``@register_dynamics("newton")`` on a factory ``(economy, network, rule,
+    signal) -> dynamics``."""
+
+    def add(factory):
+        DYNAMICS[name] = factory
+        return factory
+
+    return add
+
+
 def make_dynamics(economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
-    """The decentralized dynamics on a graph, or the central auctioneer for ``central``."""
+    """The dynamics that runs ``rule``: the fused kernel on a graph, the central auctioneer
+    for ``central``, or the engine a composite rule names (see :data:`DYNAMICS`)."""
+    if rule.engine is not None:
+        try:
+            factory = DYNAMICS[rule.engine]
+        except KeyError:
+            raise ValueError(
+                f"rule {rule.name!r}: no dynamics registered as {rule.engine!r}"
+            ) from None
+        return factory(economy, network, rule, signal)
     if network.is_central:
         return CentralTatonnement(economy, rule)
     return NetworkTatonnement(economy, network, rule, signal)
