@@ -1,0 +1,709 @@
+"""``python run.py study``: a grid of scenarios x rules x step sizes x seeds x markets, judged.
+
+The grid is a TOML *study file* (built-in: ``environment/studies/xor.toml``, the default,
+and ``quick.toml`` for ``--quick``), validated with pydantic. It is a list of ``[[sweep]]``
+tables; each sweep is the product of its lists::
+
+    name = "xor"
+    [[sweep]]
+    scenarios = ["scarf", "ces-substitutes"]
+    rules = ["additive", "entropic"]
+    step_sizes = [0.05, 0.2]          # or per rule: { additive = [0.1], entropic = [0.05] }
+    seeds = [0]
+    graph = "central"                 # a network kind, "central", or "scenario" (its own)
+    agents = 300                      # optional: rescale the scenario
+    markets = ["flat"]                # "flat" and/or "layered" (intermediary layer)
+    rounds = 2000
+    tol = 1e-8
+
+Every *cell* (one scenario, graph, market, rule, step size, seed) runs the dynamics
+directly (no per-run folder) for at most ``rounds`` rounds, stops when
+:func:`environment.status.check_stop` says converged or diverged, and is otherwise
+classified from its trajectory. Cells are deterministic, so the table is identical
+whatever the number of Ray workers. Combinations that cannot run (proportional response on
+an exchange economy, a market whose module is absent) are kept as rows with status
+``skipped`` and the reason.
+
+Outputs (written atomically into ``--out``): ``verdicts.csv`` and ``verdicts.md`` (one row
+per cell and a summary pivot), ``cells.parquet`` (downsampled trajectories: ``cell``,
+``round``, ``excess_demand``, ``price_dispersion``, ``prices`` list), ``simplex-<scenario>.png``
+(3-good economies) and ``convergence-<scenario>.png``.
+
+Messages sent: ``messages_per_round(rule, network, g)`` (which counts a rule's exchanges
+per round) times the rounds run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import functools
+import io
+import math
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "environment" / "studies"
+EXIT_USAGE = 2
+MARKETS = ("flat", "layered")
+#: Trajectory points kept per cell in ``cells.parquet`` and the figures.
+KEEP_POINTS = 400
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Rounds = Annotated[int, Field(gt=0, le=10_000_000)]
+
+
+class StudyError(ValueError):
+    """The study file or the study's options are invalid (one-line message)."""
+
+
+# ---- the study file ---------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sweep(_Strict):
+    """One block of the grid: the product of its lists."""
+
+    name: str = ""
+    scenarios: list[str] = Field(min_length=1)
+    rules: list[str] = Field(min_length=1)
+    step_sizes: list[PositiveFloat] | dict[str, list[PositiveFloat]] | None = None
+    hyperparameters: dict[str, dict[str, float]] = Field(default_factory=dict)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    graph: str = "central"
+    agents: int | None = Field(None, gt=0)
+    markets: list[Literal["flat", "layered"]] = Field(default_factory=lambda: ["flat"])
+    signal: Literal["tracking", "local"] = "tracking"
+    rounds: Rounds = 2000
+    tol: PositiveFloat = 1e-8
+
+    @model_validator(mode="after")
+    def _lists(self):
+        if isinstance(self.step_sizes, list) and not self.step_sizes:
+            raise ValueError("step_sizes: empty list")
+        if isinstance(self.step_sizes, dict):
+            for rule, steps in self.step_sizes.items():
+                if rule not in self.rules:
+                    raise ValueError(f"step_sizes: {rule!r} is not in this sweep's rules")
+                if not steps:
+                    raise ValueError(f"step_sizes.{rule}: empty list")
+        for rule in self.hyperparameters:
+            if rule not in self.rules:
+                raise ValueError(f"hyperparameters: {rule!r} is not in this sweep's rules")
+        if not self.markets:
+            raise ValueError("markets: empty list")
+        return self
+
+    def steps_for(self, rule: str) -> list[float | None]:
+        if self.step_sizes is None:
+            return [None]
+        if isinstance(self.step_sizes, dict):
+            return list(self.step_sizes.get(rule, [None]))
+        return list(self.step_sizes)
+
+
+class Study(_Strict):
+    name: str
+    description: str = ""
+    sweep: list[Sweep] = Field(min_length=1)
+    source: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of the grid (plain data: it travels to Ray workers)."""
+
+    id: int
+    sweep: str
+    scenario: str
+    graph: str
+    agents: int | None
+    market: str
+    rule: str
+    step_size: float | None
+    hyperparameters: tuple
+    seed: int
+    rounds: int
+    tol: float
+    signal: str
+
+    @property
+    def mode(self) -> str:
+        return "central" if self.graph == "central" else "network"
+
+
+def load_study(path_or_name: str | Path) -> Study:
+    """Parse and validate a study file (a path, or a built-in name); raises StudyError."""
+    path = Path(path_or_name)
+    if not path.suffix and (STUDIES_DIR / f"{path_or_name}.toml").is_file():
+        path, source = STUDIES_DIR / f"{path_or_name}.toml", f"builtin:{path_or_name}"
+    elif path.is_file():
+        source = str(path)
+    else:
+        raise StudyError(f"--grid {str(path_or_name)!r}: no such file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StudyError(f"study {source}: invalid TOML: {exc}") from None
+    data.setdefault("name", path.stem)
+    try:
+        return Study.model_validate({**data, "source": source})
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        raise StudyError(f"study {source}: {loc + ': ' if loc else ''}{msg}{shown}") from None
+
+
+def _is_union_tag(part) -> bool:
+    return isinstance(part, str) and part.startswith(("list[", "dict[", "function-"))
+
+
+def expand(study: Study) -> list[Cell]:
+    """All cells of the study, names resolved against the registries; raises StudyError.
+
+    Every scenario name, rule name, graph kind and (rule, step size, hyperparameters)
+    combination is checked here, before anything runs or any folder is created.
+    """
+    from agents.rules import RULES, RuleError, make_rule
+    from environment.network import GENERATORS
+    from environment.scenario import ScenarioError, load_scenario
+
+    cells: list[Cell] = []
+    for k, sw in enumerate(study.sweep):
+        where = f"study {study.source}: sweep[{k}]{f' ({sw.name})' if sw.name else ''}"
+        if sw.graph != "scenario" and sw.graph not in GENERATORS:
+            raise StudyError(
+                f"{where}: graph {sw.graph!r} unknown; expected 'scenario' or one of "
+                f"{list(GENERATORS)}"
+            )
+        for name in sw.rules:
+            if name not in RULES:
+                raise StudyError(f"{where}: unknown rule {name!r}; known: {sorted(RULES)}")
+        for name in sw.scenarios:
+            try:
+                scenario = load_scenario(name)
+                scenario.with_overrides(agents=sw.agents)
+            except ScenarioError as exc:
+                raise StudyError(f"{where}: {exc}") from None
+        for scenario in sw.scenarios:
+            for market in sw.markets:
+                for rule in sw.rules:
+                    hyper = dict(sw.hyperparameters.get(rule, {}))
+                    for step in sw.steps_for(rule):
+                        try:
+                            make_rule(rule, **hyper, **({} if step is None else {"step_size": step}))
+                        except (RuleError, TypeError) as exc:
+                            raise StudyError(f"{where}: {exc}") from None
+                        for seed in sw.seeds:
+                            cells.append(
+                                Cell(
+                                    len(cells), sw.name or f"sweep{k}", scenario, sw.graph,
+                                    sw.agents, market, rule, step, tuple(sorted(hyper.items())),
+                                    seed, sw.rounds, sw.tol, sw.signal,
+                                )
+                            )  # fmt: skip
+    if not cells:
+        raise StudyError(f"study {study.source}: the grid is empty")
+    return cells
+
+
+# ---- the adapter to the classifier, the equilibria and the layered market ----------------
+# Other modules grow richer versions of these (a Verdict with rounds to tolerance and the
+# equilibrium reached, an all-equilibria finder, the intermediary layer): this section is
+# the one place that calls them.
+def equilibria_of(economy) -> tuple[list[np.ndarray], str]:
+    """Reference equilibria of the centralized economy and how they were found."""
+    from agents.utility import Family
+    from environment import equilibrium
+
+    finder = getattr(equilibrium, "all_equilibria", None)
+    if finder is not None:
+        found = finder(economy)
+        return [np.asarray(p) for p in found], "all_equilibria"
+    if (economy.family == Family.COBB_DOUGLAS).all():
+        try:
+            return [equilibrium.cobb_douglas_equilibrium(economy)], "closed form"
+        except ValueError:
+            pass
+    return equilibrium.find_equilibria(economy), "root finding, 8 starts"
+
+
+def judge(history: dict, stop, tol: float, numeraire: int) -> dict:
+    """Verdict columns of one run: ``status``, ``reason``, ``rounds_to_tol``.
+
+    ``history`` holds per-round arrays from round 1: ``excess_demand`` (T,),
+    ``price_dispersion`` (T,), ``mean_price`` (T, g); ``stop`` is the verdict that ended
+    the run early (converged / diverged) or None.
+    """
+    from environment import status
+
+    if stop is not None:
+        verdict = stop
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logp = np.log(history["mean_price"])
+        verdict = status.classify(
+            history["excess_demand"], history["price_dispersion"], logp, numeraire
+        )
+    reached = np.flatnonzero(
+        (history["excess_demand"] <= tol) & (history["price_dispersion"] <= tol)
+    )
+    rounds_to_tol = int(reached[0]) + 1 if reached.size else None
+    if verdict.status != "converged":
+        rounds_to_tol = None
+    return {"status": verdict.status, "reason": verdict.reason, "rounds_to_tol": rounds_to_tol}
+
+
+def make_market(market: str, economy, network, rule, signal: str):
+    """The dynamics of one cell: the flat market (``make_dynamics``) or the layered one.
+
+    Returns ``(dynamics, None)`` or ``(None, reason)`` when the combination cannot run.
+    """
+    from environment.dynamics import make_dynamics
+
+    if market == "layered":
+        try:
+            from environment.layered import make_layered_dynamics
+        except ImportError:
+            return None, "not available: environment.layered is not installed"
+        factory = functools.partial(make_layered_dynamics, signal=signal)
+    else:
+        factory = functools.partial(make_dynamics, signal=signal)
+    try:
+        return factory(economy, network, rule), None
+    except (ValueError, TypeError) as exc:  # the project's errors are ValueErrors
+        return None, f"not applicable: {str(exc).splitlines()[0]}"
+
+
+def _incompatible(rule_name: str, scenario) -> str | None:
+    """Why a rule cannot run on a scenario (known before building anything), or None."""
+    fisher = getattr(scenario, "kind", None) == "fisher" or scenario.name.startswith("fisher")
+    if rule_name == "proportional-response" and not fisher:
+        return "not applicable: proportional response needs a Fisher market"
+    return None
+
+
+# ---- one cell -----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def _economy(scenario_name: str, agents: int | None, graph: str, seed: int):
+    """Scenario, economy and network of a cell (cached: cells share them)."""
+    from environment.scenario import build_economy, build_network_for, load_scenario
+
+    sc = load_scenario(scenario_name).with_overrides(
+        agents=agents, graph=None if graph == "scenario" else graph, seed=seed
+    )
+    economy, _ = build_economy(sc)
+    return sc, economy, build_network_for(sc)
+
+
+@functools.lru_cache(maxsize=16)
+def _equilibria(scenario_name: str, agents: int | None, seed: int):
+    """Equilibria of a cell's economy (which does not depend on the graph)."""
+    _, economy, _ = _economy(scenario_name, agents, "central", seed)
+    return equilibria_of(economy)
+
+
+def _downsample(T: int, keep: int = KEEP_POINTS) -> np.ndarray:
+    """Indices 0..T-1 to keep: evenly spaced, always the first and the last."""
+    if T <= keep:
+        return np.arange(T)
+    return np.unique(np.linspace(0, T - 1, keep).round().astype(np.int64))
+
+
+def run_cell(cell: Cell) -> dict:
+    """Run one cell; returns ``{"row": verdict row, "trajectory": downsampled arrays}``."""
+    from agents.rules import make_rule
+    from environment import equilibrium, status
+    from environment.dynamics import messages_per_round
+    from environment.scenario import initial_prices
+
+    t0 = time.perf_counter()
+    sc, economy, network = _economy(cell.scenario, cell.agents, cell.graph, cell.seed)
+    references, method = _equilibria(cell.scenario, cell.agents, cell.seed)
+    hyper = dict(cell.hyperparameters)
+    if cell.step_size is not None:
+        hyper["step_size"] = cell.step_size
+    elif sc.dynamics.rule == cell.rule and sc.dynamics.step_size is not None:
+        hyper.setdefault("step_size", sc.dynamics.step_size)
+    rule = make_rule(cell.rule, **hyper)
+    row = {
+        "cell": cell.id,
+        "sweep": cell.sweep,
+        "scenario": cell.scenario,
+        "mode": cell.mode,
+        "graph": network.kind,
+        "agents": economy.n_agents,
+        "goods": economy.n_goods,
+        "market": cell.market,
+        "rule": cell.rule,
+        "step_size": rule.step_size,
+        "seed": cell.seed,
+        "max_rounds": cell.rounds,
+        "tol": cell.tol,
+    }
+    reason = _incompatible(cell.rule, sc)
+    dyn = None
+    if reason is None:
+        dyn, reason = make_market(cell.market, economy, network, rule, cell.signal)
+    if dyn is None:
+        row.update(status="skipped", reason=reason, rounds=0)
+        return {"row": _finish_row(row, None, references, method, None), "trajectory": None}
+
+    state = dyn.init_state(initial_prices(sc))
+    p0 = np.asarray(dyn.prices(state), dtype=float).mean(axis=0)
+    g = economy.n_goods
+    excess = np.empty(cell.rounds)
+    disp = np.empty(cell.rounds)
+    prices = np.empty((cell.rounds, g))
+    stop, T = None, 0
+    with np.errstate(all="ignore"):
+        while T < cell.rounds:
+            state, m = dyn.step(state)
+            excess[T], disp[T], prices[T] = m.excess_demand, m.price_dispersion, m.mean_price
+            T += 1
+            stop = status.check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max,
+                                     cell.tol)  # fmt: skip
+            if stop is not None:
+                break
+    history = {"excess_demand": excess[:T], "price_dispersion": disp[:T], "mean_price": prices[:T]}
+    row.update(judge(history, stop, cell.tol, economy.numeraire))
+    row["rounds"] = T
+    per_round = getattr(dyn, "messages_per_round", None)
+    msgs = per_round() if callable(per_round) else messages_per_round(rule, network, g)
+    row["exchanges_per_round"] = msgs["exchanges"]
+    row["messages_per_round"] = msgs["messages"]
+    row["messages"] = msgs["messages"] * T
+    row["floats"] = msgs["floats"] * T
+    final = prices[T - 1] if T else p0
+    row["excess_demand"] = float(excess[T - 1]) if T else math.nan
+    row["price_dispersion"] = float(disp[T - 1]) if T else math.nan
+    row["prices"] = " ".join(f"{p:.6g}" for p in final)
+    keep = _downsample(T)
+    trajectory = {
+        "round": np.concatenate([[0], keep + 1]),
+        "excess_demand": np.concatenate([[np.nan], excess[keep]]),
+        "price_dispersion": np.concatenate([[np.nan], disp[keep]]),
+        "prices": np.vstack([p0[None, :], prices[keep]]),
+    }
+    row = _finish_row(row, final, references, method, equilibrium)
+    row["seconds"] = time.perf_counter() - t0
+    return {"row": row, "trajectory": trajectory}
+
+
+def _finish_row(row, final, references, method, equilibrium_module) -> dict:
+    row.setdefault("rounds_to_tol", None)
+    for key in ("exchanges_per_round", "messages_per_round", "messages", "floats"):
+        row.setdefault(key, 0)
+    for key in ("excess_demand", "price_dispersion"):
+        row.setdefault(key, math.nan)
+    row.setdefault("prices", "")
+    row["equilibria"] = len(references)
+    row["_references"] = [np.asarray(p).tolist() for p in references]
+    row["equilibrium_method"] = method
+    if final is not None and references and np.isfinite(final).all():
+        d = [equilibrium_module.distance(final, r) for r in references]
+        row["distances"] = " ".join(f"{x:.3g}" for x in d)
+        row["nearest"] = int(np.argmin(d))
+        row["distance"] = float(min(d))
+    else:
+        row["distances"], row["nearest"], row["distance"] = "", None, math.nan
+    return row
+
+
+# ---- running the grid -------------------------------------------------------------------
+def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bool) -> list[dict]:
+    """Run every cell, in this process (``workers == 0``) or as Ray tasks; in cell order."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(cells), file=sys.stderr, unit="cell", disable=not progress, desc="study",
+        dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 15.0,
+    )  # fmt: skip
+    results: list[dict | None] = [None] * len(cells)
+    with bar:
+        if workers == 0:
+            for cell in cells:
+                results[cell.id] = run_cell(cell)
+                bar.update(1)
+            return results
+        import ray
+
+        from distributed import cluster
+
+        cluster.connect(workers, address)
+        # heavy cells first, so that the last ones to finish are short
+        order = sorted(cells, key=lambda c: -(c.rounds * (c.agents or 1000)))
+        remote = ray.remote(num_cpus=1, max_retries=2)(run_cell)
+        env = {"env_vars": {"NUMBA_NUM_THREADS": "1"}} if not address else None
+        pending = {}
+        for cell in order:
+            ref = remote.options(runtime_env=env).remote(cell) if env else remote.remote(cell)
+            pending[ref] = cell.id
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    results[pending.pop(ref)] = ray.get(ref)
+                    bar.update(1)
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    return results
+
+
+# ---- outputs ------------------------------------------------------------------------------
+COLUMNS = [
+    "cell", "sweep", "scenario", "mode", "graph", "agents", "goods", "market", "rule",
+    "step_size", "seed", "status", "rounds", "rounds_to_tol", "max_rounds", "tol",
+    "excess_demand", "price_dispersion", "prices", "equilibria", "nearest", "distance",
+    "distances", "equilibrium_method", "exchanges_per_round", "messages_per_round",
+    "messages", "floats", "reason",
+]  # fmt: skip
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow([_fmt(row.get(c)) for c in COLUMNS])
+
+
+MD_COLUMNS = [
+    "scenario", "mode", "market", "agents", "rule", "step_size", "seed", "status", "rounds",
+    "rounds_to_tol", "excess_demand", "distance", "messages",
+]  # fmt: skip
+
+
+def summary_pivot(rows: list[dict]) -> str:
+    """Markdown pivot: scenario x rule, one column per (mode, market) with status counts."""
+    columns = sorted({(r["mode"], r["market"]) for r in rows}, key=lambda c: (c[0] != "central", c))
+    table: dict = {}
+    for r in rows:
+        key = (r["scenario"], r["rule"])
+        table.setdefault(key, {}).setdefault((r["mode"], r["market"]), []).append(r["status"])
+    head = ["scenario", "rule"] + [f"{m} {k}" for m, k in columns]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (scenario, rule), by_col in sorted(table.items()):
+        cells = []
+        for col in columns:
+            statuses = by_col.get(col, [])
+            counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+            cells.append(", ".join(f"{s} {n}/{len(statuses)}" for s, n in counts.items()))
+        out.append("| " + " | ".join([scenario, rule, *cells]) + " |")
+    return "\n".join(out)
+
+
+def write_markdown(study: Study, rows: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    buf.write(f"# Study {study.name}: verdicts\n\n")
+    if study.description:
+        buf.write(f"{study.description}\n\n")
+    buf.write(
+        f"{len(rows)} cells. Statuses are measured by `environment.status` "
+        "(converged / cycling / diverged / stalled / max_rounds; skipped = cannot run). "
+        "Each entry counts cells (step sizes x seeds).\n\n"
+    )
+    buf.write("## Summary\n\n" + summary_pivot(rows) + "\n\n## Cells\n\n")
+    buf.write("| " + " | ".join(MD_COLUMNS) + " |\n|" + "---|" * len(MD_COLUMNS) + "\n")
+    for r in rows:
+        buf.write("| " + " | ".join(_fmt(r.get(c)) for c in MD_COLUMNS) + " |\n")
+    path.write_text(buf.getvalue())
+
+
+def write_trajectories(results: list[dict], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols: dict[str, list] = {k: [] for k in ("cell", "round", "excess_demand",
+                                             "price_dispersion", "prices")}  # fmt: skip
+    for res in results:
+        t = res["trajectory"]
+        if t is None:
+            continue
+        n = t["round"].size
+        cols["cell"].append(np.full(n, res["row"]["cell"], dtype=np.int64))
+        for k in ("round", "excess_demand", "price_dispersion"):
+            cols[k].append(np.asarray(t[k]))
+        cols["prices"].extend(list(row) for row in t["prices"])
+    table = pa.table(
+        {
+            "cell": np.concatenate(cols["cell"]) if cols["cell"] else np.empty(0, np.int64),
+            "round": np.concatenate(cols["round"]) if cols["round"] else np.empty(0, np.int64),
+            "excess_demand": np.concatenate(cols["excess_demand"]) if cols["cell"] else [],
+            "price_dispersion": np.concatenate(cols["price_dispersion"]) if cols["cell"] else [],
+            "prices": pa.array(cols["prices"], type=pa.list_(pa.float64())),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def _simplex_xy(prices: np.ndarray) -> np.ndarray:
+    """Project (T, 3) prices onto the 2-simplex (normalized to sum 1), as 2-D points."""
+    w = prices / prices.sum(axis=1, keepdims=True)
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
+    return w @ corners
+
+
+def plot_figures(results: list[dict], out: Path) -> list[Path]:
+    """``simplex-<scenario>.png`` (3 goods) and ``convergence-<scenario>.png``; their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    by_scenario: dict[str, list[dict]] = {}
+    for res in results:
+        if res["trajectory"] is not None:
+            by_scenario.setdefault(res["row"]["scenario"], []).append(res)
+    for scenario, runs in sorted(by_scenario.items()):
+        rules = sorted({r["row"]["rule"] for r in runs})
+        colors = {rule: plt.cm.tab20(i % 20) for i, rule in enumerate(rules)}
+        panels = sorted({(r["row"]["mode"], r["row"]["market"]) for r in runs},
+                        key=lambda c: (c[0] != "central", c))  # fmt: skip
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2),
+                                 squeeze=False, constrained_layout=True)  # fmt: skip
+        for ax, panel in zip(axes[0], panels, strict=True):
+            for r in runs:
+                row = r["row"]
+                if (row["mode"], row["market"]) != panel or row["seed"] != min(
+                    x["row"]["seed"] for x in runs
+                ):
+                    continue
+                t = r["trajectory"]
+                y = np.where(t["excess_demand"] > 0, t["excess_demand"], np.nan)
+                ax.semilogy(t["round"], y, color=colors[row["rule"]], lw=1, alpha=0.8,
+                            label=f"{row['rule']} {row['step_size']:g}: {row['status']}")  # fmt: skip
+            ax.set(xlabel="round", ylabel="max relative excess demand",
+                   title=f"{scenario}: {panel[0]}, {panel[1]}")  # fmt: skip
+            ax.legend(fontsize=6, ncol=2)
+        path = out / f"convergence-{scenario}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+        if runs[0]["row"]["goods"] != 3:
+            continue
+        fig, axes = plt.subplots(1, len(rules), figsize=(4 * len(rules), 3.9), squeeze=False,
+                                 constrained_layout=True)  # fmt: skip
+        corners = _simplex_xy(np.eye(3))
+        for ax, rule in zip(axes[0], rules, strict=True):
+            ax.plot(*np.vstack([corners, corners[:1]]).T, color="grey", lw=0.8)
+            for r in runs:
+                row = r["row"]
+                if row["rule"] != rule or row["mode"] != "central" and row["market"] != "flat":
+                    continue
+                p = r["trajectory"]["prices"]
+                p = p[np.isfinite(p).all(axis=1) & (p > 0).all(axis=1)]
+                if p.size == 0:
+                    continue
+                xy = _simplex_xy(p)
+                (line,) = ax.plot(*xy.T, lw=0.8, alpha=0.8,
+                                  label=f"{row['mode']} {row['step_size']:g} s{row['seed']}: "
+                                  f"{row['status']}")  # fmt: skip
+                ax.plot(*xy[0], "o", color=line.get_color(), ms=3)
+            refs = [r for r in runs if r["row"]["rule"] == rule]
+            ref_prices = refs[0]["row"].get("_references") if refs else None
+            if ref_prices:
+                ax.plot(*_simplex_xy(np.asarray(ref_prices)).T, "k*", ms=9, label="equilibrium")
+            ax.set(title=rule, aspect="equal", xticks=[], yticks=[])
+            ax.legend(fontsize=6)
+        path = out / f"simplex-{scenario}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ---- command line -------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # noqa: D401
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from run import _non_negative_int
+
+    parser = _Parser(
+        prog="run.py study",
+        description=(
+            "Run a grid of scenarios x rules x step sizes x seeds (x central/network, flat/"
+            "layered market) and write a verdict table (verdicts.csv, verdicts.md), the "
+            "downsampled trajectories (cells.parquet) and figures (simplex-*.png for 3-good "
+            "economies, convergence-*.png)."
+        ),
+        epilog="Exit status: 0 when the grid ran (whatever the verdicts), 2 for invalid "
+        "input, 130 when interrupted (no result folder is left).",
+    )
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument("--grid", metavar="FILE|NAME",
+                      help="study file (TOML) or built-in name (default: xor)")  # fmt: skip
+    grid.add_argument("--quick", action="store_true", help="a tiny built-in grid (seconds)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="result folder (default: runs/study-<name>)")  # fmt: skip
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--workers", type=_non_negative_int, default=2, metavar="K",
+                        help="Ray workers (default 2, local Ray); 0 runs in this process")  # fmt: skip
+    parser.add_argument("--address", metavar="HOST:PORT", help="join an existing Ray cluster")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+
+    from distributed import cluster
+    from distributed.output import OutputError, atomic_dir, check_out_dir
+
+    t0 = time.perf_counter()
+    try:
+        study = load_study("quick" if args.quick else (args.grid or "xor"))
+        cells = expand(study)
+        out = args.out or Path("runs") / f"study-{study.name}"
+        check_out_dir(out, args.force)
+        with atomic_dir(out, args.force) as work:
+            results = run_cells(cells, args.workers, args.address, progress=not args.quiet)
+            rows = [r["row"] for r in results]
+            write_csv(rows, work / "verdicts.csv")
+            write_markdown(study, rows, work / "verdicts.md")
+            write_trajectories(results, work / "cells.parquet")
+            plot_figures(results, work)
+    except (StudyError, OutputError, cluster.ClusterError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; no result folder written", file=sys.stderr)
+        return 130
+    finally:
+        cluster.shutdown()
+    counts = {s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)}
+    print(f"study {study.name}: {len(rows)} cells in {time.perf_counter() - t0:.1f} s - "
+          + ", ".join(f"{s} {n}" for s, n in counts.items()))  # fmt: skip
+    print(f"results:  {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
