@@ -51,7 +51,9 @@ import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "environment" / "studies"
+from environment.scenario import BUILTIN_DIR
+
+STUDIES_DIR = BUILTIN_DIR.parent / "studies"
 EXIT_USAGE = 2
 MARKETS = ("flat", "layered")
 #: Trajectory points kept per cell in ``cells.parquet`` and the figures.
@@ -159,7 +161,9 @@ def load_study(path_or_name: str | Path) -> Study:
         return Study.model_validate({**data, "source": source})
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+        loc = "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"] if not _is_union_tag(p)
+        ).lstrip(".")
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
@@ -203,7 +207,9 @@ def expand(study: Study) -> list[Cell]:
                     hyper = dict(sw.hyperparameters.get(rule, {}))
                     for step in sw.steps_for(rule):
                         try:
-                            make_rule(rule, **hyper, **({} if step is None else {"step_size": step}))
+                            make_rule(
+                                rule, **hyper, **({} if step is None else {"step_size": step})
+                            )
                         except (RuleError, TypeError) as exc:
                             raise StudyError(f"{where}: {exc}") from None
                         for seed in sw.seeds:
@@ -278,12 +284,12 @@ def make_market(market: str, economy, network, rule, signal: str):
             from environment.layered import make_layered_dynamics
         except ImportError:
             return None, "not available: environment.layered is not installed"
-        factory = functools.partial(make_layered_dynamics, signal=signal)
+        factory = make_layered_dynamics
     else:
         factory = functools.partial(make_dynamics, signal=signal)
     try:
         return factory(economy, network, rule), None
-    except (ValueError, TypeError) as exc:  # the project's errors are ValueErrors
+    except ValueError as exc:  # the project's user errors (RuleError, EconomyError...)
         return None, f"not applicable: {str(exc).splitlines()[0]}"
 
 
@@ -352,6 +358,7 @@ def run_cell(cell: Cell) -> dict:
         "seed": cell.seed,
         "max_rounds": cell.rounds,
         "tol": cell.tol,
+        "_goods": list(economy.goods),
     }
     reason = _incompatible(cell.rule, sc)
     dyn = None
@@ -515,7 +522,7 @@ def summary_pivot(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def write_markdown(study: Study, rows: list[dict], path: Path) -> None:
+def write_markdown(study: Study, rows: list[dict], path: Path, footer: str = "") -> None:
     buf = io.StringIO()
     buf.write(f"# Study {study.name}: verdicts\n\n")
     if study.description:
@@ -529,6 +536,8 @@ def write_markdown(study: Study, rows: list[dict], path: Path) -> None:
     buf.write("| " + " | ".join(MD_COLUMNS) + " |\n|" + "---|" * len(MD_COLUMNS) + "\n")
     for r in rows:
         buf.write("| " + " | ".join(_fmt(r.get(c)) for c in MD_COLUMNS) + " |\n")
+    if footer:
+        buf.write(f"\n{footer}\n")
     path.write_text(buf.getvalue())
 
 
@@ -580,7 +589,13 @@ def plot_figures(results: list[dict], out: Path) -> list[Path]:
             by_scenario.setdefault(res["row"]["scenario"], []).append(res)
     for scenario, runs in sorted(by_scenario.items()):
         rules = sorted({r["row"]["rule"] for r in runs})
-        colors = {rule: plt.cm.tab20(i % 20) for i, rule in enumerate(rules)}
+        palette = [plt.cm.tab20(k) for k in (*range(0, 20, 2), *range(1, 20, 2))]
+        colors = {rule: palette[i % 20] for i, rule in enumerate(rules)}
+        steps = {rule: sorted({r["row"]["step_size"] for r in runs if r["row"]["rule"] == rule})
+                 for rule in rules}  # fmt: skip
+        style = lambda row, steps=steps: ("-", "--", ":", "-.")[  # noqa: E731
+            steps[row["rule"]].index(row["step_size"]) % 4
+        ]
         panels = sorted({(r["row"]["mode"], r["row"]["market"]) for r in runs},
                         key=lambda c: (c[0] != "central", c))  # fmt: skip
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2),
@@ -594,7 +609,7 @@ def plot_figures(results: list[dict], out: Path) -> list[Path]:
                     continue
                 t = r["trajectory"]
                 y = np.where(t["excess_demand"] > 0, t["excess_demand"], np.nan)
-                ax.semilogy(t["round"], y, color=colors[row["rule"]], lw=1, alpha=0.8,
+                ax.semilogy(t["round"], y, color=colors[row["rule"]], ls=style(row), lw=1,
                             label=f"{row['rule']} {row['step_size']:g}: {row['status']}")  # fmt: skip
             ax.set(xlabel="round", ylabel="max relative excess demand",
                    title=f"{scenario}: {panel[0]}, {panel[1]}")  # fmt: skip
@@ -605,11 +620,14 @@ def plot_figures(results: list[dict], out: Path) -> list[Path]:
         written.append(path)
         if runs[0]["row"]["goods"] != 3:
             continue
-        fig, axes = plt.subplots(1, len(rules), figsize=(4 * len(rules), 3.9), squeeze=False,
+        fig, axes = plt.subplots(1, len(rules), figsize=(4 * len(rules), 4.4), squeeze=False,
                                  constrained_layout=True)  # fmt: skip
         corners = _simplex_xy(np.eye(3))
         for ax, rule in zip(axes[0], rules, strict=True):
             ax.plot(*np.vstack([corners, corners[:1]]).T, color="grey", lw=0.8)
+            for (x, y), good, va in zip(corners, runs[0]["row"]["_goods"], ("top", "top", "bottom"),
+                                        strict=True):  # fmt: skip
+                ax.text(x, y, f"p({good})", ha="center", va=va, fontsize=8, color="grey")
             for r in runs:
                 row = r["row"]
                 if row["rule"] != rule or row["mode"] != "central" and row["market"] != "flat":
@@ -627,7 +645,8 @@ def plot_figures(results: list[dict], out: Path) -> list[Path]:
             ref_prices = refs[0]["row"].get("_references") if refs else None
             if ref_prices:
                 ax.plot(*_simplex_xy(np.asarray(ref_prices)).T, "k*", ms=9, label="equilibrium")
-            ax.set(title=rule, aspect="equal", xticks=[], yticks=[])
+            ax.set(title=f"{scenario}: {rule}", aspect="equal", xticks=[], yticks=[],
+                   ylim=(-0.08, 0.95))  # fmt: skip
             ax.legend(fontsize=6)
         path = out / f"simplex-{scenario}.png"
         fig.savefig(path, dpi=100)
@@ -687,7 +706,12 @@ def main(argv: list[str] | None = None) -> int:
             results = run_cells(cells, args.workers, args.address, progress=not args.quiet)
             rows = [r["row"] for r in results]
             write_csv(rows, work / "verdicts.csv")
-            write_markdown(study, rows, work / "verdicts.md")
+            seconds = sum(r.get("seconds", 0.0) for r in rows)
+            footer = (
+                f"Ran with `--workers {args.workers}` in {time.perf_counter() - t0:.0f} s "
+                f"({seconds:.0f} s of cell time); reasons and all columns: verdicts.csv."
+            )
+            write_markdown(study, rows, work / "verdicts.md", footer)
             write_trajectories(results, work / "cells.parquet")
             plot_figures(results, work)
     except (StudyError, OutputError, cluster.ClusterError) as exc:
@@ -698,7 +722,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         cluster.shutdown()
-    counts = {s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)}
+    counts = {
+        s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)
+    }
     print(f"study {study.name}: {len(rows)} cells in {time.perf_counter() - t0:.1f} s - "
           + ", ".join(f"{s} {n}" for s, n in counts.items()))  # fmt: skip
     print(f"results:  {out}")
