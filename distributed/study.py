@@ -246,6 +246,14 @@ def equilibria_of(economy) -> tuple[list[np.ndarray], str]:
     return equilibrium.find_equilibria(economy), "root finding, 8 starts"
 
 
+def _safe_equilibria(economy) -> tuple[list[np.ndarray], str]:
+    """:func:`equilibria_of`, with a solver failure recorded instead of ending the study."""
+    try:
+        return equilibria_of(economy)
+    except Exception as exc:  # noqa: BLE001  (recorded in the table, column equilibrium_method)
+        return [], f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 def judge(history: dict, stop, tol: float, numeraire: int) -> dict:
     """Verdict columns of one run: ``status``, ``reason``, ``rounds_to_tol``.
 
@@ -318,7 +326,7 @@ def _economy(scenario_name: str, agents: int | None, graph: str, seed: int):
 def _equilibria(scenario_name: str, agents: int | None, seed: int):
     """Equilibria of a cell's economy (which does not depend on the graph)."""
     _, economy, _ = _economy(scenario_name, agents, "central", seed)
-    return equilibria_of(economy)
+    return _safe_equilibria(economy)
 
 
 def _downsample(T: int, keep: int = KEEP_POINTS) -> np.ndarray:
@@ -430,6 +438,26 @@ def _finish_row(row, final, references, method, equilibrium_module) -> dict:
 
 
 # ---- running the grid -------------------------------------------------------------------
+def run_cell_safely(cell: Cell) -> dict:
+    """:func:`run_cell`; a cell that raises becomes a row with status ``error`` and the reason.
+
+    One failing combination (a rule that breaks on one economy) must not discard hours of
+    other cells; ``main`` reports error rows on stderr and exits 1.
+    """
+    try:
+        return run_cell(cell)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        row = {
+            "cell": cell.id, "sweep": cell.sweep, "scenario": cell.scenario, "mode": cell.mode,
+            "graph": cell.graph, "agents": cell.agents, "goods": None, "market": cell.market,
+            "rule": cell.rule, "step_size": cell.step_size, "seed": cell.seed,
+            "max_rounds": cell.rounds, "tol": cell.tol, "status": "error", "rounds": 0,
+            "reason": f"{type(exc).__name__}: {first}",
+        }  # fmt: skip
+        return {"row": _finish_row(row, None, [], "not computed", None), "trajectory": None}
+
+
 def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bool) -> list[dict]:
     """Run every cell, in this process (``workers == 0``) or as Ray tasks; in cell order."""
     from tqdm import tqdm
@@ -442,7 +470,7 @@ def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bo
     with bar:
         if workers == 0:
             for cell in cells:
-                results[cell.id] = run_cell(cell)
+                results[cell.id] = run_cell_safely(cell)
                 bar.update(1)
             return results
         import ray
@@ -452,7 +480,7 @@ def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bo
         cluster.connect(workers, address)
         # heavy cells first, so that the last ones to finish are short
         order = sorted(cells, key=lambda c: -(c.rounds * (c.agents or 1000)))
-        remote = ray.remote(num_cpus=1, max_retries=2)(run_cell)
+        remote = ray.remote(num_cpus=1, max_retries=2)(run_cell_safely)
         env = {"env_vars": {"NUMBA_NUM_THREADS": "1"}} if not address else None
         pending = {}
         for cell in order:
@@ -728,6 +756,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"study {study.name}: {len(rows)} cells in {time.perf_counter() - t0:.1f} s - "
           + ", ".join(f"{s} {n}" for s, n in counts.items()))  # fmt: skip
     print(f"results:  {out}")
+    errors = [r for r in rows if r["status"] == "error"]
+    if errors:
+        first = errors[0]
+        print(
+            f"{parser.prog}: {len(errors)} cell(s) failed (status 'error' in verdicts.csv); "
+            f"first: cell {first['cell']} ({first['scenario']}, {first['rule']}): "
+            f"{first['reason']}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -243,8 +243,9 @@ def test_markdown_has_summary_and_one_row_per_cell(tiny):
     md = (out / "verdicts.md").read_text()
     assert "## Summary" in md
     assert "| scarf | additive | " + _row(rows, "scarf", "additive")["status"] + " 1/1" in md
-    cell_lines = md.split("## Cells")[1].strip().splitlines()[2:]
+    cell_lines = [x for x in md.split("## Cells")[1].splitlines() if x.startswith("|")][2:]
     assert len(cell_lines) == len(rows)
+    assert "Ran with `--workers 0`" in md
 
 
 def test_trajectories_are_downsampled_and_start_at_round_0(tiny):
@@ -342,3 +343,23 @@ def test_textwrap_grid_with_per_rule_steps(tmp_path):
     steps = sorted((c.rule, c.step_size or 0.0) for c in cells)
     # entropic has no entry: it runs once, at its own default step size
     assert steps == [("additive", 0.1), ("additive", 0.2), ("entropic", 0.0)]
+
+
+def test_a_failing_cell_is_an_error_row_and_exit_1(tmp_path, capsys, monkeypatch):
+    grid = tmp_path / "g.toml"
+    grid.write_text(TINY)
+    real = study.run_cell
+
+    def broken(cell):
+        if cell.scenario == "cobb-douglas":
+            raise FloatingPointError("kernel blew up")
+        return real(cell)
+
+    monkeypatch.setattr(study, "run_cell", broken)
+    out = tmp_path / "out"
+    rc, _, err = _main(["--grid", str(grid), "--workers", "0", "--out", str(out), "--quiet"],
+                       capsys)  # fmt: skip
+    assert rc == 1 and "1 cell(s) failed" in err and "kernel blew up" in err
+    (row,) = [r for r in _rows(out) if r["scenario"] == "cobb-douglas"]
+    assert row["status"] == "error" and row["reason"] == "FloatingPointError: kernel blew up"
+    assert {r["status"] for r in _rows(out) if r["scenario"] == "scarf"} != {"error"}
