@@ -27,7 +27,9 @@ an exchange economy, a market whose module is absent) are kept as rows with stat
 Outputs (written atomically into ``--out``): ``verdicts.csv`` and ``verdicts.md`` (one row
 per cell and a summary pivot), ``cells.parquet`` (downsampled trajectories: ``cell``,
 ``round``, ``excess_demand``, ``price_dispersion``, ``prices`` list), ``simplex-<scenario>.png``
-(3-good economies) and ``convergence-<scenario>.png``.
+(3-good economies), ``convergence-<scenario>.png`` and ``timing.csv`` (wall seconds per
+cell; machine-dependent, so not in ``verdicts.csv``, which is identical on every run).
+A cell that raises is a row with status ``error`` and its reason, and the command exits 1.
 
 Messages sent: ``messages_per_round(rule, network, g)`` (which counts a rule's exchanges
 per round) times the rounds run.
@@ -569,6 +571,16 @@ def write_markdown(study: Study, rows: list[dict], path: Path, footer: str = "")
     path.write_text(buf.getvalue())
 
 
+def write_timing(rows: list[dict], path: Path) -> None:
+    """Wall seconds per cell (machine-dependent, so kept out of verdicts.csv)."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["cell", "scenario", "mode", "market", "rule", "rounds", "seconds"])
+        for r in rows:
+            writer.writerow([r["cell"], r["scenario"], r["mode"], r["market"], r["rule"],
+                             r["rounds"], _fmt(r.get("seconds", 0.0))])  # fmt: skip
+
+
 def write_trajectories(results: list[dict], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -741,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             write_markdown(study, rows, work / "verdicts.md", footer)
             write_trajectories(results, work / "cells.parquet")
+            write_timing(rows, work / "timing.csv")
             plot_figures(results, work)
     except (StudyError, OutputError, cluster.ClusterError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
