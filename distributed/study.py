@@ -16,6 +16,9 @@ tables; each sweep is the product of its lists::
     rounds = 2000
     tol = 1e-8
 
+Without ``step_sizes`` (or for a rule a per-rule table leaves out) a cell runs at the
+scenario's own step size when the scenario names that rule, else at the rule's default.
+
 Every *cell* (one scenario, graph, market, rule, step size, seed) runs the dynamics
 directly (no per-run folder) for at most ``rounds`` rounds, stops when
 :func:`environment.status.check_stop` says converged or diverged, and is otherwise
@@ -230,16 +233,12 @@ def expand(study: Study) -> list[Cell]:
 # ---- the adapter to the classifier, the equilibria and the layered market ----------------
 # Other modules grow richer versions of these (a Verdict with rounds to tolerance and the
 # equilibrium reached, an all-equilibria finder, the intermediary layer): this section is
-# the one place that calls them.
+# the one place that calls them (merge here: swap the bodies, keep the return shapes).
 def equilibria_of(economy) -> tuple[list[np.ndarray], str]:
     """Reference equilibria of the centralized economy and how they were found."""
     from agents.utility import Family
     from environment import equilibrium
 
-    finder = getattr(equilibrium, "all_equilibria", None)
-    if finder is not None:
-        found = finder(economy)
-        return [np.asarray(p) for p in found], "all_equilibria"
     if (economy.family == Family.COBB_DOUGLAS).all():
         try:
             return [equilibrium.cobb_douglas_equilibrium(economy)], "closed form"
@@ -292,7 +291,9 @@ def make_market(market: str, economy, network, rule, signal: str):
     if market == "layered":
         try:
             from environment.layered import make_layered_dynamics
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != "environment.layered":
+                raise
             return None, "not available: environment.layered is not installed"
         factory = make_layered_dynamics
     else:
