@@ -43,7 +43,8 @@ class Adam(PriceRule):
     general, settle exactly: close to the equilibrium it can keep oscillating at a scale set
     by η (measured in the tests and reported, not assumed). Prices stay positive (log space).
 
-    Hyperparameters: ``step_size`` η > 0 (default 0.01), ``beta1`` in [0, 1) (default
+    Hyperparameters: ``step_size`` η > 0 (default 0.002;
+    measured: 0.01 oscillates on a 300-agent small world, 0.002 converges), ``beta1`` in [0, 1) (default
     0.9), ``beta2`` in (0, 1) (default 0.999), ``eps`` ε > 0 (default 1e-8).
 
     Buffers: (3, g) — row 0 the first moment ``m``, row 1 the second moment ``w``, row 2
@@ -57,7 +58,7 @@ class Adam(PriceRule):
     space = "log"
     n_buffers = 3
     signed = frozenset({"beta1"})
-    step_size: float = 0.01
+    step_size: float = 0.002
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
