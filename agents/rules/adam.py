@@ -43,9 +43,9 @@ class Adam(PriceRule):
     general, settle exactly: close to the equilibrium it can keep oscillating at a scale set
     by η (measured in the tests and reported, not assumed). Prices stay positive (log space).
 
-    Hyperparameters: ``step_size`` η > 0 (default 0.002;
-    measured: 0.01 oscillates on a 300-agent small world, 0.002 converges), ``beta1`` in [0, 1) (default
-    0.9), ``beta2`` in (0, 1) (default 0.999), ``eps`` ε > 0 (default 1e-8).
+    Hyperparameters: ``step_size`` η > 0 (default 0.002; measured on a 300-agent small
+    world: 0.01 oscillates, 0.002 converges), ``beta1`` in [0, 1) (default 0.9),
+    ``beta2`` in (0, 1) (default 0.999), ``eps`` ε > 0 (default 1e-8).
 
     Buffers: (3, g) — row 0 the first moment ``m``, row 1 the second moment ``w``, row 2
     the step count ``t`` (every entry of the row holds it; 0 at round 0). The count is
