@@ -343,3 +343,23 @@ def test_negative_momentum_is_accepted_where_signed():
     assert make_rule("async-goods", momentum=-0.5).momentum == -0.5
     assert make_rule("async-blocks", momentum=-0.5, blocks=4).params().tolist() == [0.05, 4, -0.5]
     assert make_rule("momentum", momentum=0.0).momentum == 0.0  # = entropic
+
+
+# ---------------------------------------------------------------------------------------
+# Scarf's economy (the XOR case), measured
+# ---------------------------------------------------------------------------------------
+
+
+def test_optimistic_gradient_finds_scarfs_equilibrium_centrally():
+    """From (1, 2, 3) one auctioneer with plain entropic steps does not converge (measured:
+    it drifts to the boundary); the optimistic step, same size, spirals in to (1, 1, 1)
+    (measured: converged in 507 rounds at step 1.0, 1493 at 0.6, 13702 at 0.2)."""
+    budget = 1000
+    plain = _model("scarf", "entropic", 1.0, {}, budget, "central")
+    assert plain.classify().status != "converged"
+    assert plain.metrics.excess_demand > 0.1
+    model = _model("scarf", "optimistic", 1.0, {}, budget, "central")
+    verdict = model.classify()
+    assert verdict.status == "converged", verdict.reason
+    assert model.round < budget
+    np.testing.assert_allclose(model.prices()[0], [1.0, 1.0, 1.0], rtol=1e-7, atol=0)
