@@ -47,8 +47,9 @@ class AsyncGoods(PriceRule):
     tracking continue in them.
 
     A negative momentum is allowed: Gidel et al. (2019), "Negative momentum for improved
-    game dynamics" (AISTATS), show it damps the rotation of simultaneous and alternating
-    gradient play in bilinear games, a known remedy for cycling.
+    game dynamics" (AISTATS), show that on bilinear games simultaneous gradient steps
+    diverge, alternating ones cycle, and alternating steps with a *negative* momentum
+    converge — cyclic goods are this rule's analogue of alternating play.
 
     Hyperparameters: ``step_size`` η > 0 (default 0.05), ``momentum`` β in (-1, 1)
     (default 0: plain cyclic steps).
@@ -111,8 +112,8 @@ class AsyncBlocks(PriceRule):
     0, B, 2B, ... and holds its prices in between (a plain step every B rounds).
 
     A negative momentum is allowed: Gidel et al. (2019), "Negative momentum for improved
-    game dynamics" (AISTATS), show it damps the rotation of alternating gradient play, a
-    known remedy for cycling.
+    game dynamics" (AISTATS), show that alternating gradient play with a negative momentum
+    converges on bilinear games where it otherwise cycles.
 
     Hyperparameters: ``step_size`` η > 0 (default 0.05), ``blocks`` B a whole number >= 1
     (default 2; B = 1 is synchronous heavy ball), ``momentum`` β in (-1, 1) (default 0).
