@@ -144,6 +144,43 @@ def test_python_and_compiled_kernels_agree(name):
 
 
 # ---------------------------------------------------------------------------------------
+# The fused round against the per-agent reference path (Trader.step), non-default settings
+# ---------------------------------------------------------------------------------------
+
+REFERENCE_HYPER = {
+    "momentum": {"momentum": 0.6},
+    "nesterov": {"momentum": 0.6},
+    "adam": {"beta1": 0.5, "beta2": 0.9},
+    "optimistic": {},
+    "async-goods": {"momentum": -0.3},
+    "async-blocks": {"blocks": 3, "momentum": -0.4},
+}
+
+
+@pytest.mark.parametrize("signal", ["tracking", "local"])
+@pytest.mark.parametrize("rule", NEW_RULES)
+def test_fused_round_equals_per_agent_reference(rule, signal):
+    scenario = load_scenario("default").with_overrides(
+        agents=120, goods=3, rule=rule, step_size=0.03, signal=signal
+    )
+    data = scenario.model_dump()
+    data["dynamics"]["hyperparameters"] = REFERENCE_HYPER[rule]
+    data["dynamics"]["initial_spread"] = 0.3  # agents start apart: mixing matters
+    scenario = type(scenario).model_validate(data)
+    fused, reference = MarketModel(scenario), MarketModel(scenario)
+    start = fused.state.coords.copy()
+    for _ in range(15):
+        fused.step()
+        reference.reference_step()
+    a, b = fused.state, reference.state
+    assert np.max(np.abs(a.coords - start)) > 1e-3  # prices moved
+    for x, y in ((a.coords, b.coords), (a.excess, b.excess), (a.buffers, b.buffers)):
+        np.testing.assert_allclose(y, x, rtol=0, atol=1e-12)
+    if signal == "tracking":
+        np.testing.assert_allclose(b.tracker, a.tracker, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
 # Known answers: Cobb-Douglas closed form and the ces-substitutes equilibrium
 # ---------------------------------------------------------------------------------------
 
