@@ -133,9 +133,43 @@ def test_metrics_match_numpy(rule_name, signal, small_world):
 # ---------------------------------------------------------------------------------------
 
 
-def numpy_rule(name, u, signal, step):
+def numpy_rule(rule, u, signal, buffers):
+    """Every rule's update written out in numpy for all rows at once: new ``u`` (n, g).
+
+    ``buffers`` (n, n_buffers, g) is a copy of the optimizer state; it is updated here.
+    """
+    name, step = rule.name, rule.step_size
     if name == "multiplicative":
         return u + np.log1p(step * np.clip(signal, -1.0, 1.0))
+    if name in ("momentum", "nesterov"):
+        v_old = buffers[:, 0].copy()
+        v = rule.momentum * v_old + step * signal
+        buffers[:, 0] = v
+        return u + (v if name == "momentum" else (1 + rule.momentum) * v - rule.momentum * v_old)
+    if name == "adam":
+        t = buffers[:, 2, :1] + 1
+        m = rule.beta1 * buffers[:, 0] + (1 - rule.beta1) * signal
+        w = rule.beta2 * buffers[:, 1] + (1 - rule.beta2) * signal**2
+        buffers[:, 0], buffers[:, 1], buffers[:, 2] = m, w, t
+        return u + step * (m / (1 - rule.beta1**t)) / (np.sqrt(w / (1 - rule.beta2**t)) + rule.eps)
+    if name == "optimistic":
+        previous = buffers[:, 0].copy()
+        buffers[:, 0] = signal
+        return u + step * (2 * signal - previous)
+    if name == "async-goods":
+        k = int(buffers[0, 1, 0])  # the same count in every row
+        u = u.copy()
+        buffers[:, 0, k] = rule.momentum * buffers[:, 0, k] + step * signal[:, k]
+        u[:, k] += buffers[:, 0, k]
+        buffers[:, 1, 0] = (k + 1) % u.shape[1]
+        return u
+    if name == "async-blocks":
+        count = buffers[:, 1, 0]
+        active = count == buffers[:, 1, 1]
+        v = np.where(active[:, None], rule.momentum * buffers[:, 0] + step * signal, buffers[:, 0])
+        buffers[:, 0] = v
+        buffers[:, 1, 0] = (count + 1) % rule.blocks
+        return u + np.where(active[:, None], v, 0.0)
     return u + step * signal  # additive (price space) and entropic (log space)
 
 
@@ -149,7 +183,7 @@ def numpy_round(dyn, state):
         signal = state.tracker / (A @ e / A.sum(axis=1, keepdims=True))
     else:
         signal = (A @ state.excess) / (A @ e)
-    u = numpy_rule(dyn.rule.name, W @ state.coords, signal, dyn.rule.step_size)
+    u = numpy_rule(dyn.rule, W @ state.coords, signal, state.buffers.copy())
     if dyn.space == "log":
         u[:, economy.numeraire] = 0.0
         prices = np.exp(u)
@@ -468,7 +502,7 @@ def test_make_rule_builds_registered_rules(name):
     rule = make_rule(name, step_size=0.25)
     assert type(rule) is RULES[name] and rule.name == name
     assert rule.space in ("log", "price")
-    np.testing.assert_array_equal(rule.params(), [0.25])
+    assert rule.params()[0] == 0.25  # step_size first, then the rule's own hyperparameters
     assert make_rule(name).step_size == RULES[name]().step_size > 0
 
 

@@ -208,10 +208,16 @@ def test_different_seed_differs(mixed_path):
 # ---- per-agent reference path vs fused kernel --------------------------------------------
 
 
+REFERENCE_STEP = {"optimistic": 0.02}
+
+
 @pytest.mark.parametrize("signal", ["tracking", "local"])
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_reference_path_equals_fused_kernel(mixed_path, rule, signal):
-    scenario = load_scenario(mixed_path).with_overrides(rule=rule, signal=signal, step_size=0.05)
+    # optimistic gradient is stable for steps about a third of entropic's: at 0.05 this
+    # economy (with linear agents) diverges within 8 rounds (measured)
+    step = REFERENCE_STEP.get(rule, 0.05)
+    scenario = load_scenario(mixed_path).with_overrides(rule=rule, signal=signal, step_size=step)
     fused, reference = MarketModel(scenario), MarketModel(scenario)
     np.testing.assert_array_equal(fused.state.coords, reference.state.coords)
     start = fused.state.coords.copy()

@@ -5,7 +5,16 @@
 array([0.1])
 """
 
-from agents.rules import additive, entropic, multiplicative  # noqa: F401  (registers)
+from agents.rules import (  # noqa: F401  (registers)
+    adam,
+    additive,
+    asynchronous,
+    entropic,
+    momentum,
+    multiplicative,
+    nesterov,
+    optimistic,
+)
 from agents.rules.base import (
     PRICE_FLOOR,
     RULES,
