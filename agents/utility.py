@@ -157,7 +157,7 @@ def utility(quantities, shares, family, sigma):
     return out
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def demand_rows(p, pw, e, a, family, out):
     """Demand of ``n`` agents, row ``i`` at its own prices ``p[i]``; written to ``out`` (n, g).
 
@@ -218,7 +218,7 @@ def demand_rows(p, pw, e, a, family, out):
                 out[i, j] = w / (m * p[i, j]) if a[i, j] / p[i, j] >= cut else 0.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def demand_row(p, logp, e, a, family, sigma, out):
     """Demand of one agent at prices ``p`` (g,) with ``logp = log(p)``; written to ``out`` (g,).
 

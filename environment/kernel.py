@@ -127,7 +127,7 @@ _LN2_LO = 1.90821492927058770002e-10
 _EXP_SAFE = 708.0  # |x| beyond this (or NaN) goes to np.exp: overflow, subnormals
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _exp_into(x, out, bits):
     """``out[i] = exp(x[i])`` (1-D, same length; ``out`` may be ``x``), within 1 ulp of libm.
 
@@ -221,10 +221,12 @@ def _mix_source(width: int) -> str:
 
 for _width in range(1, MIX_WIDTH + 1):
     exec(_mix_source(_width), globals())  # defines _mix_rows_<width>
-    globals()[f"_mix_rows_{_width}"] = numba.njit(inline="always")(globals()[f"_mix_rows_{_width}"])
+    globals()[f"_mix_rows_{_width}"] = numba.njit(inline="always", error_model="numpy")(
+        globals()[f"_mix_rows_{_width}"]
+    )
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _mix_tile(uf, vf, indices, mixing, indptr, t0, t1, weighted, umix, vmix):
     """Mix rows ``t0..t1`` into ``umix``, ``vmix`` (TILE, g): passes of <= MIX_WIDTH goods.
 
@@ -258,7 +260,7 @@ def _mix_tile(uf, vf, indices, mixing, indptr, t0, t1, weighted, umix, vmix):
 # ---------------------------------------------------------------------------------------
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _tile_demand(pt, lt, qt, bits, e, a, family, sigma, t0, t1, dt):
     """Demand of rows ``t0..t1`` at the tile's prices ``pt`` and log-prices ``lt``.
 
@@ -281,7 +283,7 @@ def _tile_demand(pt, lt, qt, bits, e, a, family, sigma, t0, t1, dt):
 # ---------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _round_block(lo, hi, indptr, indices, mixing, u, y, z, u_out, y_out, z_out, e, a, family,
                  sigma, inv_scale, log_space, tracking, numeraire, rule, params, buffers, part):  # fmt: skip
     """Rows ``lo..hi`` (one reduction block) of :func:`network_round`; ``part`` (N_PARTIALS, g)."""
@@ -381,7 +383,7 @@ def _round_block(lo, hi, indptr, indices, mixing, u, y, z, u_out, y_out, z_out, 
                     part[P_LOGMAX, j] = lp
 
 
-@numba.njit(NETWORK_ROUND_SIGNATURE, parallel=True, cache=True)
+@numba.njit(NETWORK_ROUND_SIGNATURE, parallel=True, cache=True, error_model="numpy")
 def network_round(
     indptr, indices, mixing,  # CSR rows of the agents this call updates
     u, y, z,  # (n_src, g) current state; rows 0..n_rows-1 are the updated agents themselves
@@ -409,7 +411,7 @@ def network_round(
 # ---------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _excess_block(lo, hi, p_all, coords, log_space, e, a, family, sigma, acc, out):
     """Excess demand of rows ``lo..hi``.
 
@@ -452,7 +454,7 @@ def _excess_block(lo, hi, p_all, coords, log_space, e, a, family, sigma, acc, ou
                     acc[j] += zn
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def excess_demand_blocks(p, e, a, family, sigma, row_offset, out):
     """Per-block sums of excess demand of agents ``e.shape[0]`` rows at one price ``p``.
 
@@ -468,7 +470,7 @@ def excess_demand_blocks(p, e, a, family, sigma, row_offset, out):
         _excess_block(lo, hi, p, no_rows, False, e, a, family, sigma, out[b], no_rows)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def excess_demand_rows(u, log_space, e, a, family, sigma, out):
     """Excess demand of every row at its own coordinates ``u`` (n, g); written to ``out``."""
     n, g = e.shape

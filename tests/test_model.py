@@ -254,3 +254,14 @@ def test_reference_path_detects_a_different_rule(mixed_path):
         a.step()
         b.reference_step()
     assert np.max(np.abs(a.state.coords - b.state.coords)) > 1e-8
+
+
+def test_overflowing_prices_are_reported_as_divergence_not_an_exception(mixed_path):
+    """Entropic at step 0.15 on the mixed economy blows up within ~8 rounds (measured):
+    log-prices overflow, demand divides by zero. The kernel must carry inf/nan through
+    (numpy error model) so that the run stops with a 'diverged' verdict."""
+    model = MarketModel(str(mixed_path), step_size=0.15, rounds=60)
+    while model.running:
+        model.step()
+    assert model.round < 60
+    assert model.classify().status == "diverged"

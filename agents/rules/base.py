@@ -68,7 +68,7 @@ KERNEL_TYPE = numba.types.FunctionType(KERNEL_SIGNATURE)
 
 def rule_kernel(fn):
     """Decorator compiling a rule kernel with :data:`KERNEL_SIGNATURE` (cached)."""
-    return numba.njit(KERNEL_SIGNATURE, cache=True)(fn)
+    return numba.njit(KERNEL_SIGNATURE, cache=True, error_model="numpy")(fn)
 
 
 @rule_kernel
