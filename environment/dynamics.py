@@ -326,3 +326,8 @@ def make_dynamics(economy: Economy, network: Network, rule: PriceRule, signal="t
     if network.is_central:
         return CentralTatonnement(economy, rule)
     return NetworkTatonnement(economy, network, rule, signal)
+
+
+# The composite rules' dynamics register themselves in DYNAMICS on import; importing them
+# here (after everything they use is defined) makes make_dynamics always find them.
+from environment import composite  # noqa: E402, F401

@@ -5,7 +5,13 @@
 array([0.1])
 """
 
-from agents.rules import additive, entropic, multiplicative  # noqa: F401  (registers)
+from agents.rules import (  # noqa: F401  (registers)
+    additive,
+    entropic,
+    extragradient,
+    multiplicative,
+    newton,
+)
 from agents.rules.base import (
     PRICE_FLOOR,
     RULES,
