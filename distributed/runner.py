@@ -244,11 +244,7 @@ def run_scenario(
         "exchanges_per_round": traffic["exchanges"],
         "messages_per_round": traffic["messages"],
         "floats_per_round": traffic["floats"],
-        "floats_per_message": (
-            model.economy.n_goods
-            if model.network.is_central
-            else model.dynamics.rule.message_floats(model.economy.n_goods)
-        ),
+        "floats_per_message": traffic["floats"] / max(traffic["messages"], 1),  # mean
         "wall_seconds": t_end - t_start,
         "agent_rounds_per_second": (n * timed_rounds / loop_seconds) if timed_rounds > 0 else None,
         "versions": {p: _version(p) for p in ("tatonnet", "mesa", "numpy", "numba", "ray")},

@@ -36,6 +36,7 @@ from environment.dynamics import (
     reduce_partials,
     register_dynamics,
     state_partials,
+    use_threads,
 )
 from environment.economy import Economy
 from environment.network import Network
@@ -115,6 +116,7 @@ class _NetworkComposite(NetworkTatonnement):
         # which the status check reads as divergence, instead of failing in the kernel
         bad = ~(np.abs(coords) <= EXP_SAFE).all(axis=1)
         safe = np.where(bad[:, None], 0.0, coords) if bad.any() else coords
+        use_threads(self.n_blocks)
         kernel.excess_demand_rows(np.ascontiguousarray(safe), True, *self._arrays, out)
         out[bad] = np.nan
         return out
@@ -158,7 +160,7 @@ class NetworkExtragradient(_NetworkComposite):
         yh = W @ y + zh - z if self.signal == "tracking" else zh
         sh = self._signal(yh, zh)
         # exchange 2: neighbours' look-ahead log-prices and trackers
-        u_new = self._pin(W @ uh + eta * (sh - s))
+        u_new = self._pin(W @ u + eta * sh)
         z_new = self._excess(u_new)
         y_new = W @ yh + z_new - zh if self.signal == "tracking" else z_new
         new = MarketState(u_new, y_new, z_new, state.buffers, state.round + 1)

@@ -23,22 +23,29 @@ class Extragradient(PriceRule):
     auctioneer evaluates ``Z`` exactly at ``u_half`` and ``u_new`` (each is one exchange:
     every agent reports its g-vector excess demand and receives g prices).
 
-    On a graph (gradient tracking, Metropolis weights ``W`` over closed neighbourhoods,
-    ``c_i = 1 / mean_{N[i]} e`` the kernel's signal scale; see :mod:`environment.kernel`)::
+    On a graph (gradient tracking as in :mod:`environment.kernel`: Metropolis weights
+    ``W`` over closed neighbourhoods, ``c_i = 1 / mean_{N[i]} e`` the signal scale)::
 
-        exchange 1 (send u_j, y_j):     uh_i = (W u)_i + eta c_i y_i
-                                        zh_i = z_i(exp uh_i)
-                                        yh_i = (W y)_i + zh_i - z_i
-        exchange 2 (send uh_j, yh_j):   u'_i = (W uh)_i + eta c_i (yh_i - y_i)
-                                        z'_i = z_i(exp u'_i)
-                                        y'_i = (W yh)_i + z'_i - zh_i
+        exchange 1 (send u_j, y_j):   uh_i = (W u)_i + eta c_i y_i        # look ahead
+                                      zh_i = z_i(exp uh_i)
+                                      yh_i = (W y)_i + zh_i - z_i         # track at uh
+        exchange 2 (send yh_j):       u'_i = (W u)_i + eta c_i yh_i       # step from W u
+                                      z'_i = z_i(exp u'_i)
+                                      y'_i = (W yh)_i + z'_i - zh_i
 
-    ``sum_i y = sum_i z`` holds after every half step (``W`` is doubly stochastic), and the
-    network average obeys ``avg u' = avg u + eta avg(c yh)``: the extragradient step from
-    the original point with the look-ahead signal, while consensus gets two mixing steps
-    per round. Hyperparameter: ``step_size`` (eta). Messages: two exchanges per round, each
-    2·g floats per neighbour (``exchanges_per_round = 2``; counted in the totals).
-    ``kernel`` is the plain gradient step used for each half step. Runs in-process only
+    ``sum_i y = sum_i z`` holds after each half step (``W`` is doubly stochastic): the
+    trackers are updated at the look-ahead point too, which is what the second exchange is
+    for. Under ``local`` the signal is ``c_i sum_{N[i]} z_j`` (resp. ``zh_j``) and the
+    exchanges carry ``z`` and ``zh`` instead of the trackers.
+    (A variant with ``u' = W uh + eta (c yh - c y)``, two consensus steps per round,
+    measured less stable: it diverged on ces-substitutes at a step where this one
+    converges.)
+
+    Hyperparameter: ``step_size`` (eta). Messages per round: two exchanges
+    (``exchanges_per_round = 2``), 2·g floats per neighbour in the first, g in the
+    second: 3·g per directed edge per round (:meth:`round_floats`). Under ``central``:
+    per exchange each agent reports g floats and receives g, 4·g per agent per round.
+    ``kernel`` is the plain gradient step of each half step. Runs in-process only
     (:mod:`environment.composite`), not on the sharded/Ray engine.
     """
 
@@ -49,3 +56,7 @@ class Extragradient(PriceRule):
     step_size: float = 0.1
 
     kernel = staticmethod(gradient_step)
+
+    def round_floats(self, g: int, central: bool) -> int:
+        """float64 per round: per directed edge (2g + g) or, central, per agent (2 x 2g)."""
+        return 4 * g if central else 3 * g

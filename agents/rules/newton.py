@@ -69,6 +69,11 @@ class Newton(PriceRule):
                 f"got {self.step_size}"
             )
 
+    def round_floats(self, g: int, central: bool) -> int:
+        """float64 per round: per directed edge, or (central) per agent: up g + (g-1)^2
+        (excess demand and Jacobian block), down g prices."""
+        return 2 * g + (g - 1) ** 2
+
     def message_floats(self, g: int) -> int:
         """Log-prices, excess-demand tracker and the (g-1)x(g-1) Jacobian tracker."""
         return 2 * g + (g - 1) ** 2
