@@ -196,11 +196,11 @@ def small_world(n: int) -> Network:
 def run_until(dyn, init, rounds, tol):
     """Step until excess demand and dispersion are <= tol; (state, metrics, rounds run)."""
     state = dyn.init_state(init)
-    for r in range(1, rounds + 1):
+    for _ in range(rounds):
         state, m = dyn.step(state)
         if not m.finite or (m.excess_demand <= tol and m.price_dispersion <= tol):
             break
-    return state, m, r
+    return state, m, state.round
 
 
 CENTRAL_CASES = [
