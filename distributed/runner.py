@@ -219,9 +219,7 @@ def run_scenario(
         "signal": model.dynamics.signal,
         "seed": scenario.seed,
         "workers": options.workers,
-        "engine": where
-        if options.workers >= 2
-        else ("in-process shard" if engine else where),
+        "engine": where if options.workers >= 2 else ("in-process shard" if engine else where),
         "edge_cut": None if part is None else part.edge_cut,
         "partition_seconds": None if part is None else part.seconds,
         "boundary_bytes_per_round": None if engine is None else engine.bytes_per_round,

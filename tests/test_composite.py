@@ -422,3 +422,14 @@ def test_cli(tmp_path, capsys):
     assert run.main([*argv, "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "in-process (newton dynamics" in out and "converged" in out
+
+
+def test_model_runs_composite_rules_and_refuses_the_reference_path():
+    from environment.model import MarketModel
+
+    model = MarketModel("ces-substitutes", agents=60, rule="newton", step_size=0.2, rounds=5)
+    assert isinstance(model.dynamics, NetworkNewton)
+    model.step()
+    assert model.round == 1 and np.isfinite(model.prices()).all()
+    with pytest.raises(ValueError, match="fused-kernel rules only"):
+        model.reference_step()
