@@ -154,13 +154,14 @@ class NetworkExtragradient(_NetworkComposite):
         eta, W = self.rule.step_size, self.mixing
         u, y, z = state.coords, state.tracker, state.excess
         s = self._signal(y, z)
-        # exchange 1: neighbours' log-prices and trackers
-        uh = self._pin(W @ u + eta * s)
+        # exchange 1: neighbours' log-prices and trackers (local: excess demands)
+        wu = W @ u
+        uh = self._pin(wu + eta * s)
         zh = self._excess(uh)
         yh = W @ y + zh - z if self.signal == "tracking" else zh
+        # exchange 2: neighbours' look-ahead trackers (local: look-ahead excess demands)
         sh = self._signal(yh, zh)
-        # exchange 2: neighbours' look-ahead log-prices and trackers
-        u_new = self._pin(W @ u + eta * sh)
+        u_new = self._pin(wu + eta * sh)
         z_new = self._excess(u_new)
         y_new = W @ yh + z_new - zh if self.signal == "tracking" else z_new
         new = MarketState(u_new, y_new, z_new, state.buffers, state.round + 1)
@@ -174,9 +175,10 @@ class CentralExtragradient(CentralTatonnement):
         supply, num = self.supply, self.economy.numeraire
         u = state.coords[0]
         uh = _central_log_step(u, self.rule.step_size * state.excess[0] / supply, num)
-        zh = self._aggregate(np.exp(uh))
-        u_new = _central_log_step(u, self.rule.step_size * zh / supply, num)
-        prices = np.exp(u_new)
+        with np.errstate(over="ignore"):  # an overflow is reported as divergence
+            zh = self._aggregate(np.exp(uh))
+            u_new = _central_log_step(u, self.rule.step_size * zh / supply, num)
+            prices = np.exp(u_new)
         excess = self._aggregate(prices)
         new = MarketState(u_new[None, :], excess[None, :], excess[None, :], state.buffers,
                           state.round + 1)  # fmt: skip
