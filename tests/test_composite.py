@@ -234,7 +234,7 @@ def test_reaches_the_equilibrium(rule_name, hyper, scenario):
 
 def test_newton_needs_far_fewer_rounds_than_entropic():
     """Smooth economy (CES sigma = 2, 500 agents): measured 6 Newton rounds against 118
-    entropic ones (step 0.5, about its fastest) to 1e-10."""
+    entropic ones (step 0.5) to 1e-10."""
     economy = scenario_economy("default", 500)
     init = np.linspace(0.5, 2.0, economy.n_goods)
     central = Network.central(500)
