@@ -26,7 +26,7 @@ from distributed import cluster
 from distributed.engine import ShardEngine
 from distributed.partition import shard_ranges
 from environment import equilibrium
-from environment.dynamics import RoundMetrics
+from environment.dynamics import RoundMetrics, messages_per_round
 from environment.model import MarketModel
 from environment.scenario import Scenario
 from environment.status import Verdict
@@ -58,6 +58,12 @@ class RunOptions:
             raise RunConfigError("--checkpoint-every needs --workers 1 or more (sharded engine)")
         if self.kill_worker_at_round is not None and self.workers < 2:
             raise RunConfigError("--kill-worker-at-round needs Ray workers (--workers 2 or more)")
+        engine = scenario.dynamics.make_rule().engine
+        if engine is not None and self.workers >= 1:
+            raise RunConfigError(
+                f"rule {scenario.dynamics.rule!r} runs its own dynamics ({engine!r}) in this "
+                f"process only: use --workers 0 (or leave --workers out), not {self.workers}"
+            )
         if self.workers >= 1:
             try:
                 shard_ranges(scenario.n_agents, max(1, self.workers))
@@ -195,6 +201,9 @@ def run_scenario(
     timed_rounds = rounds - first - 1
     loop_seconds = t_end - t_loop
     part = engine.partition if engine is not None else None
+    traffic = messages_per_round(model.dynamics.rule, model.network, model.economy.n_goods)
+    if model.dynamics.rule.engine is not None:
+        where = f"in-process ({model.dynamics.rule.engine} dynamics: no sharded engine)"
     summary = {
         "scenario": scenario.name,
         "scenario_source": scenario.source,
@@ -210,9 +219,7 @@ def run_scenario(
         "signal": model.dynamics.signal,
         "seed": scenario.seed,
         "workers": options.workers,
-        "engine": where
-        if options.workers >= 2
-        else ("in-process shard" if engine else "in-process"),
+        "engine": where if options.workers >= 2 else ("in-process shard" if engine else where),
         "edge_cut": None if part is None else part.edge_cut,
         "partition_seconds": None if part is None else part.seconds,
         "boundary_bytes_per_round": None if engine is None else engine.bytes_per_round,
@@ -232,8 +239,10 @@ def run_scenario(
         "reference_method": method,
         "nearest_reference": None if near is None else near[0],
         "distance_to_reference": None if near is None else near[1],
-        "messages_per_round": 0 if model.network.is_central else 2 * model.network.n_edges,
-        "floats_per_message": 2 * model.economy.n_goods,
+        "exchanges_per_round": traffic["exchanges"],
+        "messages_per_round": traffic["messages"],
+        "floats_per_round": traffic["floats"],
+        "floats_per_message": traffic["floats"] / max(traffic["messages"], 1),  # mean
         "wall_seconds": t_end - t_start,
         "agent_rounds_per_second": (n * timed_rounds / loop_seconds) if timed_rounds > 0 else None,
         "versions": {p: _version(p) for p in ("tatonnet", "mesa", "numpy", "numba", "ray")},

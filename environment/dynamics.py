@@ -284,15 +284,23 @@ def messages_per_round(rule: PriceRule, network: Network, n_goods: int) -> dict:
     On a graph every agent messages each neighbour ``rule.exchanges_per_round`` times with
     ``rule.message_floats(g)`` values. Under ``central`` each agent sends the auctioneer its
     g-vector excess demand and receives g prices, once per exchange.
+
+    A rule whose exchanges differ in size defines ``round_floats(g, central)``: the float64
+    values per round per agent (central: sent and received) or per directed edge (graph).
     """
     exchanges = rule.exchanges_per_round
+    round_floats = getattr(rule, "round_floats", None)
     if network.is_central:
         messages = 2 * network.n_agents * exchanges
         floats = messages * n_goods
+        if round_floats is not None:
+            floats = network.n_agents * round_floats(n_goods, True)
     else:
         directed = int(network.indices.size - network.n_agents)  # CSR minus self-loops
         messages = directed * exchanges
         floats = messages * rule.message_floats(n_goods)
+        if round_floats is not None:
+            floats = directed * round_floats(n_goods, False)
     return {"exchanges": exchanges, "messages": messages, "floats": floats}
 
 
@@ -326,3 +334,8 @@ def make_dynamics(economy: Economy, network: Network, rule: PriceRule, signal="t
     if network.is_central:
         return CentralTatonnement(economy, rule)
     return NetworkTatonnement(economy, network, rule, signal)
+
+
+# The composite rules' dynamics register themselves in DYNAMICS on import; importing them
+# here (after everything they use is defined) makes make_dynamics always find them.
+from environment import composite  # noqa: E402, F401

@@ -10,9 +10,11 @@ from agents.rules import (  # noqa: F401  (registers)
     additive,
     asynchronous,
     entropic,
+    extragradient,
     momentum,
     multiplicative,
     nesterov,
+    newton,
     optimistic,
 )
 from agents.rules.base import (
