@@ -84,7 +84,7 @@ def reference_equilibria(model: MarketModel) -> tuple[list[np.ndarray], str]:
         except ValueError:
             pass
     found = equilibrium.find_equilibria(economy, seed=model.config.seed)
-    return found, "numerical root finding from 8 starts"
+    return found, equilibrium.method_description(economy)
 
 
 def engine_factory(options: RunOptions, work: Path | None):
@@ -187,9 +187,9 @@ def run_scenario(
                 raise DriverStopped(f"driver stopped after round {r} (test hook)")
     t_end = time.perf_counter()
     rounds = model.round
-    verdict = model.classify()
-
     references, method = reference_equilibria(model) if options.reference else ([], "not computed")
+    verdict = model.classify(references)
+    space = model.dynamics.rule.space
     m = model.metrics
     near = equilibrium.nearest(m.mean_price, references)
     timed_rounds = rounds - first - 1
@@ -230,6 +230,9 @@ def run_scenario(
         "prices": m.mean_price.tolist(),
         "reference_prices": [p.tolist() for p in references] if options.reference else None,
         "reference_method": method,
+        "reference_stability": [
+            equilibrium.stability(model.economy, p, space).as_dict() for p in references
+        ],
         "nearest_reference": None if near is None else near[0],
         "distance_to_reference": None if near is None else near[1],
         "messages_per_round": 0 if model.network.is_central else 2 * model.network.n_edges,
