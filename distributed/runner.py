@@ -268,6 +268,17 @@ def format_summary(summary: dict) -> str:
             f"{s['distance_to_reference']:.3g} ({len(s['reference_prices'])} found, "
             f"{s['reference_method']})"
         )
+        stab = (s.get("reference_stability") or [None] * (k + 1))[k]
+        if stab is not None:
+            lines.append(
+                "             locally "
+                + (
+                    f"stable under {stab['space']}-space tatonnement (steps < "
+                    f"{stab['max_stable_step']:.3g})"
+                    if stab["stable"]
+                    else f"unstable under {stab['space']}-space tatonnement"
+                )
+            )
     elif s["reference_prices"] is not None:
         lines.append(f"equilibrium: none found ({s['reference_method']})")
     engine = f"{s['engine']} (--workers {s['workers']})"

@@ -346,6 +346,8 @@ def classify_run(
     lo = lp if log_min is None else np.asarray(log_min, dtype=float)
     hi = lp if log_max is None else np.asarray(log_max, dtype=float)
     T = e.size
+    if T == 0:
+        return stop or Verdict("max_rounds", "no rounds run: nothing to classify", {"rounds": 0})
     # the stopping row: the first one check_stop would have stopped at
     t = T - 1
     if stop is None:
@@ -378,7 +380,7 @@ def classify_run(
                 )
             else:
                 reason += "; the limit is none of the reference equilibria"
-        return Verdict("converged", f"round {T - 1 + first_round}: {reason}", evidence)
+        return Verdict("converged", reason, evidence)
     if stop is not None:
         verdict = Verdict(stop.status, stop.reason, {**stop.evidence, **evidence})
     else:
@@ -387,7 +389,13 @@ def classify_run(
     ev = verdict.evidence
     ev["conserved"] = _conserved(lp, numeraire, space, ev.get("period"))
     if verdict.status == "diverged":
-        ev.update(_divergence(lp, lo, hi, numeraire, first_round))
+        found = _divergence(lp, lo, hi, numeraire, first_round)
+        if stop is not None:
+            # the stopping verdict saw every agent's prices; the rows may hold only means
+            found["min_price"] = stop.evidence.get("min_price", found.get("min_price"))
+            if found.get("first_floor_round") is None and "min_price" in stop.evidence:
+                found["first_floor_round"] = T - 1 + first_round
+        ev.update(found)
     elif verdict.status == "stalled":
         q = max(T // 8, 1)
         ev["dispersion_last"] = float(d[-1])
