@@ -90,7 +90,7 @@ def reference_equilibria(model: MarketModel) -> tuple[list[np.ndarray], str]:
         except ValueError:
             pass
     found = equilibrium.find_equilibria(economy, seed=model.config.seed)
-    return found, "numerical root finding from 8 starts"
+    return found, equilibrium.method_description(economy)
 
 
 def engine_factory(options: RunOptions, work: Path | None):
@@ -193,9 +193,9 @@ def run_scenario(
                 raise DriverStopped(f"driver stopped after round {r} (test hook)")
     t_end = time.perf_counter()
     rounds = model.round
-    verdict = model.classify()
-
     references, method = reference_equilibria(model) if options.reference else ([], "not computed")
+    verdict = model.classify(references)
+    space = model.dynamics.rule.space
     m = model.metrics
     near = equilibrium.nearest(m.mean_price, references)
     timed_rounds = rounds - first - 1
@@ -237,6 +237,9 @@ def run_scenario(
         "prices": m.mean_price.tolist(),
         "reference_prices": [p.tolist() for p in references] if options.reference else None,
         "reference_method": method,
+        "reference_stability": [
+            equilibrium.stability(model.economy, p, space).as_dict() for p in references
+        ],
         "nearest_reference": None if near is None else near[0],
         "distance_to_reference": None if near is None else near[1],
         "exchanges_per_round": traffic["exchanges"],
@@ -274,6 +277,17 @@ def format_summary(summary: dict) -> str:
             f"{s['distance_to_reference']:.3g} ({len(s['reference_prices'])} found, "
             f"{s['reference_method']})"
         )
+        stab = (s.get("reference_stability") or [None] * (k + 1))[k]
+        if stab is not None:
+            lines.append(
+                "             locally "
+                + (
+                    f"stable under {stab['space']}-space tatonnement (steps < "
+                    f"{stab['max_stable_step']:.3g})"
+                    if stab["stable"]
+                    else f"unstable under {stab['space']}-space tatonnement"
+                )
+            )
     elif s["reference_prices"] is not None:
         lines.append(f"equilibrium: none found ({s['reference_method']})")
     engine = f"{s['engine']} (--workers {s['workers']})"

@@ -157,19 +157,23 @@ class MarketModel(Model):
             self.verdict = verdict
             self.running = False
 
-    def classify(self) -> status.Verdict:
-        """The run's verdict: the stopping one, or the end-of-run classification."""
-        if self.verdict is not None:
-            return self.verdict
+    def classify(self, references=()) -> status.Verdict:
+        """The run's verdict with its evidence (:func:`status.classify_run`): the stopping
+        one, or the end-of-run classification; ``references`` (list of (g,) equilibria)
+        lets it name the equilibrium reached."""
         df = self.datacollector.get_model_vars_dataframe()
         prices = df[[f"price_{g}" for g in self.economy.goods]].to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
             logp = np.log(prices)
-        return status.classify(
+        return status.classify_run(
             df["excess_demand"].to_numpy()[1:],
             df["price_dispersion"].to_numpy()[1:],
             logp[1:],
-            self.economy.numeraire,
+            numeraire=self.economy.numeraire,
+            tol=self.config.dynamics.tol,
+            references=references,
+            space=self.dynamics.rule.space,
+            stop=self.verdict,
         )
 
     # ---- views ---------------------------------------------------------------------------
