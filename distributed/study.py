@@ -255,30 +255,60 @@ def _safe_equilibria(economy) -> tuple[list[np.ndarray], str]:
         return [], f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-def judge(history: dict, stop, tol: float, numeraire: int) -> dict:
-    """Verdict columns of one run: ``status``, ``reason``, ``rounds_to_tol``.
+def judge(history: dict, stop, tol: float, numeraire: int, references=(), space="log") -> dict:
+    """Verdict columns of one run (:func:`environment.status.classify_run`).
 
     ``history`` holds per-round arrays from round 1: ``excess_demand`` (T,),
-    ``price_dispersion`` (T,), ``mean_price`` (T, g); ``stop`` is the verdict that ended
-    the run early (converged / diverged) or None.
+    ``price_dispersion`` (T,), ``mean_price`` (T, g), ``log_min`` / ``log_max`` (T, g)
+    (extreme agent log-prices); ``stop`` is the verdict that ended the run early
+    (converged / diverged) or None. Columns: ``status``, ``reason``, ``rounds_to_tol``,
+    ``reached`` (index of the reference equilibrium a converged run reached), ``period``
+    (cycling), ``evidence`` (one line: period and amplitude trend, the price heading to
+    0 / infinity and the smallest price, or the remaining dispersion).
     """
     from environment import status
 
-    if stop is not None:
-        verdict = stop
-    else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            logp = np.log(history["mean_price"])
-        verdict = status.classify(
-            history["excess_demand"], history["price_dispersion"], logp, numeraire
-        )
-    reached = np.flatnonzero(
-        (history["excess_demand"] <= tol) & (history["price_dispersion"] <= tol)
-    )
-    rounds_to_tol = int(reached[0]) + 1 if reached.size else None
-    if verdict.status != "converged":
-        rounds_to_tol = None
-    return {"status": verdict.status, "reason": verdict.reason, "rounds_to_tol": rounds_to_tol}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = np.log(history["mean_price"])
+    verdict = status.classify_run(
+        history["excess_demand"], history["price_dispersion"], logp,
+        numeraire=numeraire, tol=tol, references=references,
+        log_min=history.get("log_min"), log_max=history.get("log_max"), space=space,
+        stop=stop,
+    )  # fmt: skip
+    ev = verdict.evidence
+    rounds_to_tol = ev.get("rounds_to_tol") if verdict.status == "converged" else None
+    return {
+        "status": verdict.status,
+        "reason": verdict.reason,
+        "rounds_to_tol": rounds_to_tol,
+        "reached": ev.get("equilibrium") if verdict.status == "converged" else None,
+        "period": ev.get("period") if verdict.status == "cycling" else None,
+        "evidence": _evidence_line(verdict),
+    }
+
+
+def _evidence_line(verdict) -> str:
+    """The evidence behind a non-converged verdict, in one short line."""
+    ev = verdict.evidence
+    if verdict.status == "cycling":
+        parts = [f"period {ev.get('period')}"]
+        if ev.get("amplitude") is not None:
+            parts.append(f"amplitude {ev['amplitude']:.3g} ({ev.get('amplitude_trend', '?')})")
+        return ", ".join(parts)
+    if verdict.status == "diverged":
+        parts = []
+        heads = ev.get("heads_to") or {}
+        if heads:
+            parts.append(", ".join(f"p{k} -> {v}" for k, v in heads.items()))
+        if ev.get("min_price") is not None:
+            parts.append(f"min price {ev['min_price']:.3g}")
+        if ev.get("first_floor_round") is not None:
+            parts.append(f"bound hit at round {ev['first_floor_round']}")
+        return "; ".join(parts)
+    if verdict.status == "stalled":
+        return f"dispersion {ev.get('dispersion_last', float('nan')):.3g}"
+    return ""
 
 
 def make_market(market: str, economy, network, rule, signal: str):
@@ -385,18 +415,24 @@ def run_cell(cell: Cell) -> dict:
     excess = np.empty(cell.rounds)
     disp = np.empty(cell.rounds)
     prices = np.empty((cell.rounds, g))
+    log_min = np.empty((cell.rounds, g))
+    log_max = np.empty((cell.rounds, g))
     stop, T = None, 0
     with np.errstate(all="ignore"):
         while T < cell.rounds:
             state, m = dyn.step(state)
             excess[T], disp[T], prices[T] = m.excess_demand, m.price_dispersion, m.mean_price
+            log_min[T], log_max[T] = m.log_min, m.log_max
             T += 1
             stop = status.check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max,
                                      cell.tol)  # fmt: skip
             if stop is not None:
                 break
-    history = {"excess_demand": excess[:T], "price_dispersion": disp[:T], "mean_price": prices[:T]}
-    row.update(judge(history, stop, cell.tol, economy.numeraire))
+    history = {
+        "excess_demand": excess[:T], "price_dispersion": disp[:T], "mean_price": prices[:T],
+        "log_min": log_min[:T], "log_max": log_max[:T],
+    }  # fmt: skip
+    row.update(judge(history, stop, cell.tol, economy.numeraire, references, rule.space))
     row["rounds"] = T
     per_round = getattr(dyn, "messages_per_round", None)
     msgs = per_round() if callable(per_round) else messages_per_round(rule, network, g)
@@ -422,6 +458,9 @@ def run_cell(cell: Cell) -> dict:
 
 def _finish_row(row, final, references, method, equilibrium_module) -> dict:
     row.setdefault("rounds_to_tol", None)
+    for key in ("reached", "period"):
+        row.setdefault(key, None)
+    row.setdefault("evidence", "")
     for key in ("exchanges_per_round", "messages_per_round", "messages", "floats"):
         row.setdefault(key, 0)
     for key in ("excess_demand", "price_dispersion"):
@@ -506,9 +545,9 @@ def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bo
 COLUMNS = [
     "cell", "sweep", "scenario", "mode", "graph", "agents", "goods", "market", "rule",
     "step_size", "seed", "status", "rounds", "rounds_to_tol", "max_rounds", "tol",
-    "excess_demand", "price_dispersion", "prices", "equilibria", "nearest", "distance",
-    "distances", "equilibrium_method", "exchanges_per_round", "messages_per_round",
-    "messages", "floats", "reason",
+    "excess_demand", "price_dispersion", "prices", "equilibria", "reached", "nearest",
+    "distance", "distances", "equilibrium_method", "period", "evidence",
+    "exchanges_per_round", "messages_per_round", "messages", "floats", "reason",
 ]  # fmt: skip
 
 
@@ -530,7 +569,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 MD_COLUMNS = [
     "scenario", "mode", "market", "agents", "rule", "step_size", "seed", "status", "rounds",
-    "rounds_to_tol", "excess_demand", "distance", "messages",
+    "rounds_to_tol", "excess_demand", "reached", "distances", "evidence", "messages",
 ]  # fmt: skip
 
 
