@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             workers = args.workers
             if workers is None:
-                workers = min(DEFAULT_WORKERS, n_blocks(scenario.n_agents))
+                in_process = scenario.dynamics.make_rule().engine is not None
+                workers = 0 if in_process else min(DEFAULT_WORKERS, n_blocks(scenario.n_agents))
             options = RunOptions(
                 workers=workers, address=args.address,
                 checkpoint_every=args.checkpoint_every, reference=args.reference,

@@ -25,7 +25,7 @@ from agents.utility import Family
 from distributed import cluster
 from distributed.engine import ShardEngine
 from distributed.partition import shard_ranges
-from environment import equilibrium
+from environment import equilibrium, fisher
 from environment.dynamics import RoundMetrics
 from environment.model import MarketModel
 from environment.scenario import Scenario
@@ -58,6 +58,12 @@ class RunOptions:
             raise RunConfigError("--checkpoint-every needs --workers 1 or more (sharded engine)")
         if self.kill_worker_at_round is not None and self.workers < 2:
             raise RunConfigError("--kill-worker-at-round needs Ray workers (--workers 2 or more)")
+        engine = scenario.dynamics.make_rule().engine
+        if engine is not None and self.workers >= 1:
+            raise RunConfigError(
+                f"rule {scenario.dynamics.rule!r} runs in-process only (engine {engine!r}); "
+                "use --workers 0"
+            )
         if self.workers >= 1:
             try:
                 shard_ranges(scenario.n_agents, max(1, self.workers))
@@ -78,6 +84,8 @@ class RunResult:
 def reference_equilibria(model: MarketModel) -> tuple[list[np.ndarray], str]:
     """Equilibria of the centralized economy and how they were found."""
     economy = model.economy
+    if fisher.is_fisher(economy):
+        return [fisher.equilibrium_prices(economy)], "Eisenberg-Gale convex program (cvxpy)"
     if (economy.family == Family.COBB_DOUGLAS).all():
         try:
             return [equilibrium.cobb_douglas_equilibrium(economy)], "closed form (Cobb-Douglas)"
