@@ -75,7 +75,9 @@ class FisherMarket:
         b = np.asarray(self.budgets, dtype=float)
         a = np.asarray(self.valuations, dtype=float)
         if a.ndim != 2 or b.shape != (a.shape[0],):
-            raise EconomyError(f"fisher: budgets {b.shape} and valuations {a.shape} must be (n,), (n, m)")
+            raise EconomyError(
+                f"fisher: budgets {b.shape} and valuations {a.shape} must be (n,), (n, m)"
+            )
         n, m = a.shape
         fam = np.asarray(self.family, dtype=np.int8).reshape(-1)
         if fam.size == 1:
@@ -85,7 +87,9 @@ class FisherMarket:
             sig = np.full(n, sig[0])
         s = np.ones(m) if self.supplies is None else np.asarray(self.supplies, dtype=float)
         if fam.shape != (n,) or sig.shape != (n,) or s.shape != (m,):
-            raise EconomyError("fisher: family and sigma need one entry per buyer, supplies one per good")
+            raise EconomyError(
+                "fisher: family and sigma need one entry per buyer, supplies one per good"
+            )
         if m < 1 or n < 1:
             raise EconomyError(f"fisher: needs at least one buyer and one good, got {n} and {m}")
         if not np.isin(fam, [int(f) for f in Family]).all():
@@ -122,7 +126,9 @@ class FisherMarket:
     def n_goods(self) -> int:
         return self.valuations.shape[1]
 
-    def to_economy(self, n_sellers: int | None = None, money: str = "money") -> tuple[Economy, np.ndarray]:
+    def to_economy(
+        self, n_sellers: int | None = None, money: str = "money"
+    ) -> tuple[Economy, np.ndarray]:
         """The exchange economy of this market; returns ``(economy, is_buyer)``.
 
         Rows ``0..n-1`` are the buyers (endowment ``(B_i, 0, ..., 0)``, weights ``(0, a_i)``,
@@ -165,7 +171,9 @@ class FisherMarket:
             raise EconomyError(
                 "not a Fisher market: every agent must be a buyer (owns only the numeraire "
                 f"good, money, and values only goods) or a seller (owns goods, values only "
-                f"money); agent {i} is neither" if odd.any() else "not a Fisher market: no buyer"
+                f"money); agent {i} is neither"
+                if odd.any()
+                else "not a Fisher market: no buyer"
             )
         market = cls(
             e[buyer, c], a[buyer][:, goods], economy.family[buyer], economy.sigma[buyer],
@@ -204,8 +212,13 @@ class EGSolution:
 
 #: Tight tolerances: the prices are read off the duals, which the defaults give to ~1e-4.
 SOLVER_OPTIONS = {
-    "CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "tol_ktratio": 1e-10,
-                 "max_iter": 500},
+    "CLARABEL": {
+        "tol_gap_abs": 1e-12,
+        "tol_gap_rel": 1e-12,
+        "tol_feas": 1e-12,
+        "tol_ktratio": 1e-10,
+        "max_iter": 500,
+    },
 }
 
 
@@ -287,7 +300,9 @@ def _ces_block(cp, x, rows, cols, a, B, sub, sigma, constraints):
     rho = (sigma - 1.0) / sigma
     k = np.flatnonzero(np.isin(rows, sub))
     local = np.searchsorted(sub, rows[k])
-    R = scipy.sparse.csr_array((np.ones(k.size), (local, np.arange(k.size))), shape=(sub.size, k.size))
+    R = scipy.sparse.csr_array(
+        (np.ones(k.size), (local, np.arange(k.size))), shape=(sub.size, k.size)
+    )
     c = a[rows[k], cols[k]] ** (1.0 / sigma)
     u = cp.Variable(sub.size, nonneg=True)
     t = cp.Variable(k.size)
@@ -306,10 +321,24 @@ def _utilities(market: FisherMarket, alloc: np.ndarray) -> np.ndarray:
     return utility.utility(alloc, market.valuations, market.family, market.sigma)
 
 
+#: An EG price below this fraction of the largest one counts as zero (a good left over).
+ZERO_PRICE = 1e-7
+
+
 def equilibrium_prices(economy: Economy) -> np.ndarray:
-    """The exchange economy's equilibrium price vector (g,), numeraire (money) = 1, from EG."""
+    """The exchange economy's equilibrium price vector (g,), numeraire (money) = 1, from EG.
+
+    Raises :class:`EconomyError` if a good is left over at equilibrium (price 0: Leontief
+    buyers can leave some good slack), since exchange prices must be positive.
+    """
     market, _ = FisherMarket.from_economy(economy)
     sol = eisenberg_gale(market)
+    if (sol.prices <= ZERO_PRICE * sol.prices.max()).any():
+        j = int(np.argmin(sol.prices))
+        raise EconomyError(
+            f"Eisenberg-Gale: good {market.goods[j]!r} is left over at equilibrium (price "
+            f"{sol.prices[j]:.2g}); the exchange economy has no positive-price equilibrium"
+        )
     goods = np.arange(economy.n_goods) != economy.numeraire
     p = np.ones(economy.n_goods)
     p[goods] = sol.prices
@@ -350,7 +379,9 @@ def _fisher_of(economy: Economy, rule) -> tuple[FisherMarket, np.ndarray]:
     try:
         return FisherMarket.from_economy(economy)
     except EconomyError as exc:
-        raise RuleError(f"rule {rule.name!r} needs a Fisher market: {str(exc).removeprefix('not a Fisher market: ')}") from None
+        raise RuleError(
+            f"rule {rule.name!r} needs a Fisher market: {str(exc).removeprefix('not a Fisher market: ')}"
+        ) from None
 
 
 class _ProportionalResponse:
@@ -434,7 +465,10 @@ class CentralProportionalResponse(_ProportionalResponse):
         buffers[self.buyers, 0] = self._full(b)
         buffers[self.buyers, 1] = self._full(r)
         pfull = self._full(p, 1.0)
-        excess = self._full((r.sum(axis=0) - b.sum(axis=0)) / p, p @ self.market.supplies - self.market.budgets.sum())
+        excess = self._full(
+            (r.sum(axis=0) - b.sum(axis=0)) / p,
+            p @ self.market.supplies - self.market.budgets.sum(),
+        )
         return MarketState(np.log(pfull)[None, :], pfull[None, :], excess[None, :], buffers, round_)
 
     def step(self, state: MarketState, spare=None):

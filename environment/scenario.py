@@ -114,6 +114,9 @@ class FisherSpec(_Strict):
             raise ValueError("a 'ces' market needs sigma (the elasticity of substitution)")
         if self.utility != "ces" and self.sigma is not None:
             raise ValueError(f"sigma is only for 'ces' buyers; '{self.utility}' fixes it")
+        b = self.budgets
+        if isinstance(b, Draw) and b.distribution == "uniform" and not b.low > 0:
+            raise ValueError("budgets: a uniform budget draw needs low > 0 (budgets are positive)")
         return self
 
 
@@ -258,7 +261,9 @@ class Scenario(_Strict):
         """A copy with command-line overrides applied (and validated)."""
         data = self.model_dump()
         if agents is not None and self.fisher is not None:
-            data["fisher"] = _rescale_fisher(data["fisher"], self.n_sellers, self.n_market_goods, agents)
+            data["fisher"] = _rescale_fisher(
+                data["fisher"], self.n_sellers, self.n_market_goods, agents
+            )
         elif agents is not None:
             data["agents"] = _rescale_groups(data["agents"], agents)
         if goods is not None and self.fisher is not None:

@@ -5,8 +5,7 @@
 array([0.1])
 """
 
-from agents.rules import additive, entropic, multiplicative  # noqa: F401  (registers)
-from agents.rules import proportional_response  # noqa: F401  (registers)
+from agents.rules import additive, entropic, multiplicative, proportional_response  # noqa: F401
 from agents.rules.base import (
     PRICE_FLOOR,
     RULES,
