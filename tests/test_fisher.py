@@ -345,7 +345,8 @@ def test_leontief_left_over_good_is_reported_not_priced():
     sol = eisenberg_gale(market)
     assert sol.prices[0] == pytest.approx(0.0, abs=1e-7)
     assert sol.prices[1] == pytest.approx(1.0, rel=1e-6)
-    np.testing.assert_allclose(sol.allocation, [[0.5, 1.0]], rtol=1e-6)
+    assert sol.utilities[0] == pytest.approx(0.5, rel=1e-6)  # good 2 binds: u = 1 / 2
+    assert sol.allocation[0, 1] == pytest.approx(1.0, rel=1e-6)
     economy, _ = market.to_economy()
     with pytest.raises(EconomyError, match="'good1' is left over") as info:
         fisher.equilibrium_prices(economy)
