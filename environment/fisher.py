@@ -177,7 +177,7 @@ class FisherMarket:
             )
         market = cls(
             e[buyer, c], a[buyer][:, goods], economy.family[buyer], economy.sigma[buyer],
-            e[seller][:, goods].sum(axis=0), tuple(np.asarray(economy.goods)[goods]),
+            e[seller][:, goods].sum(axis=0), tuple(str(economy.goods[j]) for j in np.flatnonzero(goods)),
         )  # fmt: skip
         return market, buyer
 
