@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.rules import RuleError, make_rule
 from agents.utility import LINEAR_TIE_RTOL, Family
@@ -351,3 +353,72 @@ def test_leontief_left_over_good_is_reported_not_priced():
     with pytest.raises(EconomyError, match="'good1' is left over") as info:
         fisher.equilibrium_prices(economy)
     assert "\n" not in str(info.value)
+
+
+# ---- properties over random mixed markets ------------------------------------------------
+CODES = [(Family.LINEAR, np.inf), (Family.COBB_DOUGLAS, 1.0), (Family.LEONTIEF, 0.0),
+         (Family.CES, 2.0), (Family.CES, 0.5)]  # fmt: skip
+
+
+def mixed_market(seed: int, n: int, m: int) -> FisherMarket:
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(CODES), n)
+    a = rng.uniform(0.0, 1.0, (n, m)) * (rng.random((n, m)) < 0.8)
+    a[np.arange(n), rng.integers(0, m, n)] += 0.5  # every buyer values some good
+    a[rng.integers(0, n, m), np.arange(m)] += 0.5  # every good is valued by someone
+    family = np.array([CODES[k][0] for k in pick], dtype=np.int8)
+    sigma = np.array([CODES[k][1] for k in pick])
+    return FisherMarket(rng.uniform(0.2, 2.0, n), a, family, sigma, rng.uniform(0.5, 2.0, m))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 12), m=st.integers(1, 4))
+def test_eg_budgets_spent_and_money_conserved(seed, n, m):
+    """Mixed families: EG prices are non-negative, every buyer spends its budget and
+    ``p . s = sum B`` (the Walras law of the Fisher market), and goods are not overused."""
+    market = mixed_market(seed, n, m)
+    sol = eisenberg_gale(market)
+    assert (sol.prices >= -1e-9).all()
+    np.testing.assert_allclose(sol.allocation @ sol.prices, market.budgets, rtol=1e-5, atol=1e-7)
+    assert sol.prices @ market.supplies == pytest.approx(market.budgets.sum(), rel=1e-6)
+    assert (sol.allocation.sum(axis=0) <= market.supplies * (1 + 1e-6)).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10**6), n=st.integers(1, 12), m=st.integers(1, 4),
+    damping=st.floats(0.05, 1.0),
+)  # fmt: skip
+def test_pr_round_conserves_money_and_goods(seed, n, m, damping):
+    """Every proportional-response round, on any mixed market: bids stay positive where
+    valued, sum to each budget, and their totals clear every good at positive prices."""
+    market = mixed_market(seed, n, m)
+    economy, dyn = central_pr(market, step=damping)
+    state = dyn.init_state(np.ones(economy.n_goods))
+    for _ in range(4):
+        state, metrics = dyn.step(state)
+        bids = state.buffers[dyn.buyers, 0, 1:]
+        assert (bids[market.valuations > 0] > 0).all() and (bids[market.valuations == 0] == 0).all()
+        np.testing.assert_allclose(bids.sum(axis=1), market.budgets, rtol=1e-12)
+        p = np.exp(state.coords[0, 1:])
+        np.testing.assert_allclose((bids / p).sum(axis=0), market.supplies, rtol=1e-12)
+        assert metrics.finite and abs(metrics.excess[0]) < 1e-12  # money: p . s = sum B
+
+
+def test_fisher_scenario_goods_override_and_round_trip(tmp_path):
+    from distributed.runner import RunOptions, load_run_config, save_run_config
+
+    sc = load_scenario("fisher-ces").with_overrides(goods=6, agents=300)
+    assert sc.n_goods == 7 and sc.good_names == ("money", *(f"good{j}" for j in range(1, 7)))
+    economy, _ = build_economy(sc)
+    assert economy.n_goods == 7 and economy.n_agents == 300
+    save_run_config(tmp_path, sc, RunOptions(workers=0))
+    again, _ = load_run_config(tmp_path)
+    np.testing.assert_array_equal(build_economy(again)[0].shares, economy.shares)
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text(
+        'goods = 2\n[fisher]\nbuyers = 3\nutility = "linear"\nvaluations = [1.0, 2.0]\n'
+        '[network]\nkind = "central"\n'
+    )
+    with pytest.raises(ScenarioError, match="lists fisher.valuations per good"):
+        load_scenario(fixed).with_overrides(goods=3)
