@@ -422,3 +422,32 @@ def test_fisher_scenario_goods_override_and_round_trip(tmp_path):
     )
     with pytest.raises(ScenarioError, match="lists fisher.valuations per good"):
         load_scenario(fixed).with_overrides(goods=3)
+
+
+def test_network_pr_matches_a_per_agent_loop():
+    """The vectorized network round equals the round written agent by agent from messages."""
+    sc, economy, dyn = scenario_dynamics("fisher-leontief", agents=150)
+    net, market = dyn.network, dyn.market
+    state = dyn.init_state(initial_prices(sc))
+    for _ in range(3):
+        state, _ = dyn.step(state)
+    new, _ = dyn.step(state)
+    n_agents, s = economy.n_agents, market.supplies
+    buyer_row = {int(k): r for r, k in enumerate(dyn.buyers)}
+    for k in range(n_agents):
+        b, y = state.buffers[k, 0, 1:], state.tracker[k, 1:]
+        if k in buyer_row:  # its response at its own estimates, then the damped bid
+            phat = np.maximum(n_agents * y / s, fisher.ESTIMATE_FLOOR)
+            sub = FisherMarket(
+                market.budgets[[buyer_row[k]]], market.valuations[[buyer_row[k]]],
+                market.family[[buyer_row[k]]], market.sigma[[buyer_row[k]]], s,
+            )  # fmt: skip
+            r = fisher.respond(b[None, :], phat[None, :], sub)[0]
+            np.testing.assert_allclose(r, state.buffers[k, 1, 1:], rtol=1e-12)
+            b_new = (1 - dyn.damping) * b + dyn.damping * r
+        else:
+            b_new = b
+        lo, hi = net.indptr[k], net.indptr[k + 1]
+        y_new = net.mixing[lo:hi] @ state.tracker[net.indices[lo:hi], 1:] + b_new - b
+        np.testing.assert_allclose(new.buffers[k, 0, 1:], b_new, rtol=1e-12)
+        np.testing.assert_allclose(new.tracker[k, 1:], y_new, rtol=1e-10, atol=1e-14)
