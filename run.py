@@ -231,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             workers = args.workers
             if workers is None:
-                in_process = scenario.dynamics.make_rule().engine is not None
-                workers = 0 if in_process else min(DEFAULT_WORKERS, n_blocks(scenario.n_agents))
+                workers = min(DEFAULT_WORKERS, n_blocks(scenario.n_agents))
+                if scenario.dynamics.make_rule().engine is not None:
+                    workers = 0  # composite rules (extragradient, newton) run in-process
             options = RunOptions(
                 workers=workers, address=args.address,
                 checkpoint_every=args.checkpoint_every, reference=args.reference,

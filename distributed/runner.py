@@ -25,7 +25,7 @@ from agents.utility import Family
 from distributed import cluster
 from distributed.engine import ShardEngine
 from distributed.partition import shard_ranges
-from environment import equilibrium, fisher
+from environment import equilibrium
 from environment.dynamics import RoundMetrics
 from environment.model import MarketModel
 from environment.scenario import Scenario
@@ -61,8 +61,8 @@ class RunOptions:
         engine = scenario.dynamics.make_rule().engine
         if engine is not None and self.workers >= 1:
             raise RunConfigError(
-                f"rule {scenario.dynamics.rule!r} runs in-process only (engine {engine!r}); "
-                "use --workers 0"
+                f"rule {scenario.dynamics.rule!r} runs its own dynamics ({engine!r}) in this "
+                f"process only: use --workers 0 (or leave --workers out), not {self.workers}"
             )
         if self.workers >= 1:
             try:
@@ -83,6 +83,8 @@ class RunResult:
 
 def reference_equilibria(model: MarketModel) -> tuple[list[np.ndarray], str]:
     """Equilibria of the centralized economy and how they were found."""
+    from environment import fisher
+
     economy = model.economy
     if fisher.is_fisher(economy):
         try:

@@ -133,6 +133,11 @@ class MarketModel(Model):
         """One round by the per-agent reference path: every ``Trader.step()`` in Python."""
         if self.network.is_central or self.engine is not None:
             raise ValueError("the per-agent reference path is for in-process network dynamics")
+        if self.dynamics.rule.engine is not None:
+            raise ValueError(
+                f"the per-agent reference path runs fused-kernel rules only; rule "
+                f"{self.dynamics.rule.name!r} has its own dynamics ({self.dynamics.rule.engine!r})"
+            )
         s = self.state
         self.reference_next = MarketState(
             np.empty_like(s.coords), np.empty_like(s.tracker), np.empty_like(s.excess),

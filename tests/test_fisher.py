@@ -336,7 +336,7 @@ def test_run_scenario_uses_eg_reference():
     s = result.summary
     assert s["status"] == "converged" and s["reference_method"].startswith("Eisenberg-Gale")
     assert s["distance_to_reference"] < 1e-7
-    with pytest.raises(RunConfigError, match="in-process only"):
+    with pytest.raises(RunConfigError, match="in this process only"):
         RunOptions(workers=2).check(sc)
 
 
@@ -380,7 +380,8 @@ def test_eg_budgets_spent_and_money_conserved(seed, n, m):
     sol = eisenberg_gale(market)
     assert (sol.prices >= -1e-9).all()
     np.testing.assert_allclose(sol.allocation @ sol.prices, market.budgets, rtol=1e-5, atol=1e-7)
-    assert sol.prices @ market.supplies == pytest.approx(market.budgets.sum(), rel=1e-6)
+    # Clarabel's duals: measured worst 2e-6 relative over 90 mixed markets (m = 1 worst)
+    assert sol.prices @ market.supplies == pytest.approx(market.budgets.sum(), rel=1e-5)
     assert (sol.allocation.sum(axis=0) <= market.supplies * (1 + 1e-6)).all()
 
 
