@@ -4,6 +4,8 @@ A scenario is a TOML file (format documented in the README, section "Scenario fo
 built-in ones live in ``environment/scenarios/``. :func:`load_scenario` parses and
 validates it (pydantic), :meth:`Scenario.with_overrides` applies command-line overrides,
 and :func:`build_economy` / :func:`build_network_for` draw the economy and the graph.
+A ``[fisher]`` table (:class:`FisherSpec`) replaces ``[[agents]]`` for a Fisher market,
+built through :meth:`environment.fisher.FisherMarket.to_economy` (money is good 0).
 
 Randomness: every draw comes from ``np.random.SeedSequence(seed, spawn_key=(stream,
 group))`` — one stream per purpose and agent group, never per process or worker — so the
