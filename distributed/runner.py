@@ -83,7 +83,14 @@ class RunResult:
 
 def reference_equilibria(model: MarketModel) -> tuple[list[np.ndarray], str]:
     """Equilibria of the centralized economy and how they were found."""
+    from environment import fisher
+
     economy = model.economy
+    if fisher.is_fisher(economy):
+        try:
+            return [fisher.equilibrium_prices(economy)], "Eisenberg-Gale convex program (cvxpy)"
+        except ValueError as exc:  # EconomyError: solver failure or a good left over
+            return [], str(exc)
     if (economy.family == Family.COBB_DOUGLAS).all():
         try:
             return [equilibrium.cobb_douglas_equilibrium(economy)], "closed form (Cobb-Douglas)"

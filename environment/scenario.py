@@ -4,6 +4,8 @@ A scenario is a TOML file (format documented in the README, section "Scenario fo
 built-in ones live in ``environment/scenarios/``. :func:`load_scenario` parses and
 validates it (pydantic), :meth:`Scenario.with_overrides` applies command-line overrides,
 and :func:`build_economy` / :func:`build_network_for` draw the economy and the graph.
+A ``[fisher]`` table (:class:`FisherSpec`) replaces ``[[agents]]`` for a Fisher market,
+built through :meth:`environment.fisher.FisherMarket.to_economy` (money is good 0).
 
 Randomness: every draw comes from ``np.random.SeedSequence(seed, spawn_key=(stream,
 group))`` — one stream per purpose and agent group, never per process or worker — so the
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.rules import PriceRule, make_rule
 from agents.utility import FAMILY_NAMES, Family
+from environment import fisher  # noqa: F401  (also registers the proportional-response engine)
 from environment.economy import Economy
 from environment.network import GENERATORS, Network, build_network
 from environment.ordering import locality_order, reorder
@@ -89,6 +92,36 @@ class AgentGroup(_Strict):
         return self
 
 
+class FisherSpec(_Strict):
+    """A Fisher market (``[fisher]`` table): buyers with budgets, one seller group.
+
+    The scenario's ``goods`` are the m goods for sale; money is added as good 0 (named
+    ``money``, the numeraire), so the economy has m + 1 goods. ``supplies`` is per buyer:
+    good j's total supply is ``supplies[j] * buyers``, so that prices stay of the order of
+    the budgets when ``--agents`` replicates the market. Sellers (at least one per good)
+    split each good's supply equally and value money only.
+    """
+
+    buyers: int = Field(gt=0)
+    sellers: int | None = Field(None, gt=0)
+    utility: Literal["linear", "cobb-douglas", "leontief", "ces"]
+    sigma: PositiveFloat | None = None
+    budgets: PositiveFloat | Draw = 1.0
+    valuations: Vector
+    supplies: PositiveFloat | list[PositiveFloat] = 1.0
+
+    @model_validator(mode="after")
+    def _sigma(self):
+        if self.utility == "ces" and self.sigma is None:
+            raise ValueError("a 'ces' market needs sigma (the elasticity of substitution)")
+        if self.utility != "ces" and self.sigma is not None:
+            raise ValueError(f"sigma is only for 'ces' buyers; '{self.utility}' fixes it")
+        b = self.budgets
+        if isinstance(b, Draw) and b.distribution == "uniform" and not b.low > 0:
+            raise ValueError("budgets: a uniform budget draw needs low > 0 (budgets are positive)")
+        return self
+
+
 class NetworkSpec(_Strict):
     kind: Literal[GENERATORS]  # type: ignore[valid-type]
     k: float | None = Field(None, gt=0, allow_inf_nan=False)
@@ -130,13 +163,18 @@ class Scenario(_Strict):
     seed: int = Field(0, ge=0)
     goods: int | list[str]
     numeraire: int = Field(0, ge=0)
-    agents: list[AgentGroup] = Field(min_length=1)
+    agents: list[AgentGroup] = Field(default_factory=list)
+    fisher: FisherSpec | None = None
     network: NetworkSpec
     dynamics: Dynamics = Dynamics()
     source: str = ""
 
     @model_validator(mode="after")
     def _shapes(self):
+        if self.fisher is not None:
+            return self._fisher_shapes()
+        if not self.agents:
+            raise ValueError("agents: at least one agent group (or a [fisher] table)")
         g = self.n_goods
         if g < 2:
             raise ValueError(f"goods: an exchange economy needs at least 2 goods, got {g}")
@@ -158,19 +196,61 @@ class Scenario(_Strict):
             raise ValueError(f"dynamics.initial_prices: expected {g} values, got {len(prices)}")
         return self
 
+    def _fisher_shapes(self):
+        f, m = self.fisher, self.n_market_goods
+        if self.agents:
+            raise ValueError("agents: a Fisher scenario declares its agents in [fisher]")
+        if m < 1:
+            raise ValueError(f"goods: a Fisher market needs at least 1 good, got {m}")
+        if self.numeraire != 0:
+            raise ValueError("numeraire: a Fisher market's numeraire is money (good 0)")
+        if f.sellers is not None and f.sellers < m:
+            raise ValueError(f"fisher.sellers: every good needs a seller: at least {m}")
+        for field in ("valuations", "supplies"):
+            value = getattr(f, field)
+            if isinstance(value, list) and len(value) != m:
+                raise ValueError(
+                    f"fisher.{field}: expected {m} values (one per good for sale), got {len(value)}"
+                )
+        if isinstance(f.valuations, list) and sum(f.valuations) <= 0:
+            raise ValueError("fisher.valuations: all zero")
+        prices = self.dynamics.initial_prices
+        if prices is not None and len(prices) != m + 1:
+            raise ValueError(
+                f"dynamics.initial_prices: expected {m + 1} values (money first), got {len(prices)}"
+            )
+        return self
+
     @property
-    def n_goods(self) -> int:
+    def n_market_goods(self) -> int:
+        """Goods listed in ``goods`` (for a Fisher market: those for sale, money excluded)."""
         return self.goods if isinstance(self.goods, int) else len(self.goods)
 
     @property
+    def n_goods(self) -> int:
+        return self.n_market_goods + (self.fisher is not None)
+
+    @property
+    def n_sellers(self) -> int:
+        """Sellers of a Fisher market (default one per good); 0 otherwise."""
+        if self.fisher is None:
+            return 0
+        return self.fisher.sellers or self.n_market_goods
+
+    @property
     def n_agents(self) -> int:
+        if self.fisher is not None:
+            return self.fisher.buyers + self.n_sellers
         return sum(group.count for group in self.agents)
 
     @property
     def good_names(self) -> tuple[str, ...]:
-        if isinstance(self.goods, list):
-            return tuple(self.goods)
-        return tuple(f"good{j}" for j in range(self.goods))
+        names = (
+            tuple(self.goods)
+            if isinstance(self.goods, list)
+            else tuple(f"good{j + (self.fisher is not None)}" for j in range(self.goods))
+        )
+        return ("money", *names) if self.fisher is not None else names
 
     def with_overrides(
         self,
@@ -182,8 +262,21 @@ class Scenario(_Strict):
     ) -> Scenario:
         """A copy with command-line overrides applied (and validated)."""
         data = self.model_dump()
-        if agents is not None:
+        if agents is not None and self.fisher is not None:
+            data["fisher"] = _rescale_fisher(
+                data["fisher"], self.n_sellers, self.n_market_goods, agents
+            )
+        elif agents is not None:
             data["agents"] = _rescale_groups(data["agents"], agents)
+        if goods is not None and self.fisher is not None:
+            for field in ("valuations", "supplies"):
+                if isinstance(getattr(self.fisher, field), list):
+                    raise ScenarioError(
+                        f"--goods: scenario {self.name!r} lists fisher.{field} per good "
+                        "explicitly, so its number of goods is fixed"
+                    )
+            if self.fisher.sellers is not None and self.fisher.sellers < goods:
+                data["fisher"]["sellers"] = goods
         if goods is not None:
             for i, group in enumerate(self.agents):
                 for field in ("shares", "endowment"):
@@ -215,6 +308,18 @@ def _rescale_groups(groups: list[dict], total: int) -> list[dict]:
     scaled = np.maximum(1, np.floor(counts / counts.sum() * total)).astype(int)
     scaled[np.argmax(counts)] += total - scaled.sum()
     return [dict(g, count=int(c)) for g, c in zip(groups, scaled, strict=True)]
+
+
+def _rescale_fisher(spec: dict, sellers: int, m: int, total: int) -> dict:
+    """Buyers and sellers of a Fisher market rescaled to ``total`` agents (>= m sellers)."""
+    if total < m + 1:
+        raise ScenarioError(
+            f"--agents: a Fisher market of {m} goods needs at least {m + 1} agents "
+            f"(a seller per good and a buyer), got {total}"
+        )
+    groups = _rescale_groups([{"count": spec["buyers"]}, {"count": sellers}], total)
+    n_sellers = max(m, groups[1]["count"])
+    return dict(spec, buyers=total - n_sellers, sellers=n_sellers)
 
 
 def _validate(data: dict, source: str) -> Scenario:
@@ -285,6 +390,8 @@ def build_economy(scenario: Scenario) -> tuple[Economy, np.ndarray]:
     permuted by a seeded permutation so groups mix across the network.
     """
     g, seed = scenario.n_goods, scenario.seed
+    if scenario.fisher is not None:
+        return _place(scenario, _fisher_arrays(scenario))
     endow, shares, family, sigma, group = [], [], [], [], []
     for k, spec in enumerate(scenario.agents):
         n = spec.count
@@ -295,6 +402,12 @@ def build_economy(scenario: Scenario) -> tuple[Economy, np.ndarray]:
         sigma.append(np.full(n, spec.sigma if code == Family.CES else _limit_sigma(code)))
         group.append(np.full(n, k, dtype=np.int32))
     arrays = [np.concatenate(a) for a in (endow, shares, family, sigma, group)]
+    return _place(scenario, arrays)
+
+
+def _place(scenario: Scenario, arrays: list[np.ndarray]) -> tuple[Economy, np.ndarray]:
+    """Shuffle the agents' rows (``placement = "shuffled"``) and build the Economy."""
+    seed = scenario.seed
     if scenario.network.placement == "shuffled":
         order = _rng(seed, _PLACEMENT).permutation(arrays[0].shape[0])
         arrays = [a[order] for a in arrays]
@@ -304,6 +417,30 @@ def build_economy(scenario: Scenario) -> tuple[Economy, np.ndarray]:
     except ValueError as exc:
         raise ScenarioError(f"scenario {scenario.source or scenario.name}: {exc}") from None
     return economy, group_
+
+
+def _fisher_arrays(scenario: Scenario) -> list[np.ndarray]:
+    """``[endowments, shares, family, sigma, group]`` of a Fisher scenario (buyers: group 0,
+    sellers: group 1), before placement; budgets, valuations from their own seed streams."""
+    f, m, seed = scenario.fisher, scenario.n_market_goods, scenario.seed
+    n = f.buyers
+    budgets = (
+        f.budgets.sample(_rng(seed, _ENDOWMENT, 0), n, 1)[:, 0]
+        if isinstance(f.budgets, Draw)
+        else np.full(n, f.budgets)
+    )
+    valuations = _vector(f.valuations, _rng(seed, _SHARES, 0), n, m)
+    supplies = np.broadcast_to(np.asarray(f.supplies, dtype=float), (m,)) * n
+    code = FAMILY_NAMES[f.utility]
+    sigma = f.sigma if code == Family.CES else _limit_sigma(code)
+    try:
+        market = fisher.FisherMarket(budgets, valuations, np.int8(code), sigma, supplies,
+                                     scenario.good_names[1:])  # fmt: skip
+        economy, is_buyer = market.to_economy(scenario.n_sellers)
+    except ValueError as exc:
+        raise ScenarioError(f"scenario {scenario.source or scenario.name}: {exc}") from None
+    group = np.where(is_buyer, 0, 1).astype(np.int32)
+    return [economy.endowments, economy.shares, economy.family, economy.sigma, group]
 
 
 def _limit_sigma(code: Family) -> float:

@@ -16,6 +16,7 @@ from agents.rules import (  # noqa: F401  (registers)
     nesterov,
     newton,
     optimistic,
+    proportional_response,
 )
 from agents.rules.base import (
     PRICE_FLOOR,
