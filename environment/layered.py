@@ -103,7 +103,12 @@ import scipy.sparse.csgraph
 
 from agents.rules import PRICE_FLOOR, PriceRule, RuleError, make_rule
 from environment import kernel
-from environment.dynamics import RoundMetrics, coords_from_prices, prices_from_coords
+from environment.dynamics import (
+    RoundMetrics,
+    coords_from_prices,
+    prices_from_coords,
+    use_threads,
+)
 from environment.economy import Economy
 from environment.network import Network, from_edges, sorted_unique
 
@@ -122,7 +127,12 @@ DEFAULTS = {
     "mix_prices": True,
     "initial_inventory": 1.0,
     "seed": 0,
+    "signal": "tracking",
 }
+
+#: What a merchant feeds its rule: its own signal, or a gradient-tracking estimate of the
+#: merchants' average signal (see the module docstring).
+SIGNALS = ("tracking", "local")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -135,6 +145,8 @@ class LayeredState:
     inventory : (M, g) — merchant stock after the day's trade and rebalancing
     cash : (M,) — merchant money balances (numeraire units)
     orders : (M, g) — the day's net order ``Z_m`` of each merchant's clients
+    own_signal : (M, g) — each merchant's signal ``d_m`` read off its books that day
+    tracker : (M, g) — its estimate ``y_m`` of the merchants' average signal (tracking)
     allocation : (n, g) — what each agent took home (consumed) that day
     buffers : (M, n_buffers, g) — the rule's optimizer state per merchant
     round : int
@@ -144,6 +156,8 @@ class LayeredState:
     inventory: np.ndarray
     cash: np.ndarray
     orders: np.ndarray
+    own_signal: np.ndarray
+    tracker: np.ndarray
     allocation: np.ndarray
     buffers: np.ndarray
     round: int = 0
@@ -153,7 +167,8 @@ class LayeredState:
 class LayeredMetrics(RoundMetrics):
     """:class:`RoundMetrics` plus inventories.
 
-    ``inventory_gap`` (g,) largest ``|I_m - T_m| / T_m``; ``fill_min``/``fill_max`` (g,)
+    ``inventory_gap`` (g,) aggregate ``|sum_m I_m - sum_m T_m| / sum_m T_m`` (0 for the
+    numeraire); ``fill_min``/``fill_max`` (g,)
     smallest / largest fill ratio ``I_m / T_m`` over merchants (negative: a backlog).
     """
 
@@ -192,8 +207,6 @@ class LayeredMarket:
     seed : int >= 0 — merchant placement
     """
 
-    signal = "inventory"
-
     def __init__(self, economy: Economy, network: Network, rule: PriceRule, **params):
         unknown = set(params) - set(DEFAULTS)
         if unknown:
@@ -231,6 +244,10 @@ class LayeredMarket:
             raise LayeredError(
                 f"layered market: rebalance must be in [0, 0.5], got {p['rebalance']!r}"
             )
+        if p["signal"] not in SIGNALS:
+            raise LayeredError(
+                f"layered market: signal must be one of {SIGNALS}, got {p['signal']!r}"
+            )
         if not isinstance(p["mix_prices"], bool):
             raise LayeredError(f"layered market: mix_prices must be true or false")
         seed = p["seed"]
@@ -252,6 +269,7 @@ class LayeredMarket:
         self.economy, self.network, self.rule = economy, network, rule
         self.space = rule.space
         self.params = p
+        self.signal = p["signal"]
         #: (g,) goods whose price moves (all but the numeraire): their stock has a target
         self._priced = np.arange(g) != economy.numeraire
         self.n_merchants = M
@@ -272,6 +290,8 @@ class LayeredMarket:
         self.scale = np.where(client_supply > 0, client_supply, fallback)
         #: (M, g) warehouse targets
         self.target = p["target"] * self.scale
+        #: (g,) the signal's unit: supply per merchant ``S / M`` (one consensus at setup)
+        self.unit = self.supply / M
 
         net = self.merchant_network
         if net is None or not p["mix_prices"]:
@@ -337,6 +357,7 @@ class LayeredMarket:
         prices = prices_from_coords(coords, self.space)  # (M, g)
         logp = np.ascontiguousarray(np.log(prices)[self.merchant_of])  # (n, g)
         excess = np.empty_like(logp)
+        use_threads(kernel.n_blocks(logp.shape[0]))
         kernel.excess_demand_rows(logp, True, *self._arrays, excess)
         allocation = self.economy.endowments + excess
         orders = self.assign @ excess  # (M, g)
@@ -367,20 +388,27 @@ class LayeredMarket:
         inventory = self.params["initial_inventory"] * self.target
         allocation, orders, inventory, cash = self._trade(coords, inventory, np.zeros(M))
         buffers = self.rule.init_buffers(np.arange(M), g)
-        return LayeredState(coords, inventory, cash, orders, allocation, buffers, 0)
+        own = self._signal(orders, inventory)
+        return LayeredState(coords, inventory, cash, orders, own, own.copy(), allocation,
+                            buffers, 0)  # fmt: skip
 
     def merchant_signal(self, state: LayeredState) -> np.ndarray:
         """What each merchant feeds its rule, from its own books; (M, g)."""
         p = self.params
-        deficit = (self.target - state.inventory) / self.target
-        return p["flow_gain"] * state.orders / self.scale + p["inventory_gain"] * deficit
+        return self._signal(state.orders, state.inventory)
+
+    def _signal(self, orders, inventory):
+        p = self.params
+        deficit = (self.target - inventory) / (p["target"] * self.unit)
+        return p["flow_gain"] * orders / self.unit + p["inventory_gain"] * deficit
 
     def step(self, state: LayeredState, spare=None):
         """Update prices from inventories, then run one market day: ``(new_state, metrics)``.
 
         ``spare`` is accepted for interface compatibility and ignored (the step is pure).
         """
-        signal = np.ascontiguousarray(self.merchant_signal(state))
+        tracking = self.signal == "tracking"
+        signal = np.ascontiguousarray(state.tracker if tracking else state.own_signal)
         u = np.ascontiguousarray(self.mixing @ state.coords)
         buffers = state.buffers.copy()
         for m in range(self.n_merchants):  # merchants are few; agents never loop
@@ -392,7 +420,13 @@ class LayeredMarket:
             u[:, num] = 1.0
             u = np.where(u < PRICE_FLOOR, PRICE_FLOOR, u)
         allocation, orders, inventory, cash = self._trade(u, state.inventory, state.cash)
-        new = LayeredState(u, inventory, cash, orders, allocation, buffers, state.round + 1)
+        own = self._signal(orders, inventory)
+        if tracking:
+            tracker = self.mixing @ state.tracker + own - state.own_signal
+        else:
+            tracker = own
+        new = LayeredState(u, inventory, cash, orders, own, tracker, allocation, buffers,
+                           state.round + 1)  # fmt: skip
         return new, self.metrics(new)
 
     # ---- views ---------------------------------------------------------------------------
@@ -401,13 +435,14 @@ class LayeredMarket:
         with np.errstate(divide="ignore", invalid="ignore"):
             logp = np.log(prices)
         fill = state.inventory / self.target
+        total = state.inventory.sum(axis=0)
         return LayeredMetrics(
             round=state.round,
             excess=state.orders.sum(axis=0) / self.supply,
             mean_price=self.clients @ prices / self.economy.n_agents,
             log_min=logp.min(axis=0),
             log_max=logp.max(axis=0),
-            inventory_gap=np.where(self._priced, np.abs(fill - 1.0).max(axis=0), 0.0),
+            inventory_gap=np.where(self._priced, np.abs(total / self.target.sum(axis=0) - 1), 0.0),
             fill_min=fill.min(axis=0),
             fill_max=fill.max(axis=0),
         )
