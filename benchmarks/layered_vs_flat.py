@@ -65,15 +65,21 @@ def main(argv=None):
     ap.add_argument("--inventory-gain", type=float, default=0.1)
     ap.add_argument("--flow-gain", type=float, default=1.0)
     args = ap.parse_args(argv)
-    print(f"layered: signal={args.signal} inventory_gain={args.inventory_gain} "
-          f"flow_gain={args.flow_gain}; flat: signal=tracking")
-    print("scenario | graph | market | rule | status | rounds | excess | dist | fill range (non-num) | numeraire fill | s")
+    print(
+        f"layered: signal={args.signal} inventory_gain={args.inventory_gain} "
+        f"flow_gain={args.flow_gain}; flat: signal=tracking"
+    )
+    print(
+        "scenario | graph | market | rule | status | rounds | excess | dist | fill range (non-num) | numeraire fill | s"
+    )
     for name in args.scenarios.split(","):
         sc = load_scenario(name)
         for graph in args.graphs.split(","):
             s = sc.with_overrides(agents=args.agents, graph=graph)
             economy, _ = build_economy(s)
-            network = Network.central(economy.n_agents) if graph == "central" else build_network_for(s)
+            network = (
+                Network.central(economy.n_agents) if graph == "central" else build_network_for(s)
+            )
             refs = references(economy, s.seed)
             p0 = np.asarray(s.dynamics.initial_prices or np.ones(economy.n_goods))
             tol = s.dynamics.tol
@@ -84,8 +90,12 @@ def main(argv=None):
                         dyn = make_dynamics(economy, network, rule, "tracking")
                     else:
                         dyn = make_layered_dynamics(
-                            economy, network, rule, signal=args.signal,
-                            inventory_gain=args.inventory_gain, flow_gain=args.flow_gain,
+                            economy,
+                            network,
+                            rule,
+                            signal=args.signal,
+                            inventory_gain=args.inventory_gain,
+                            flow_gain=args.flow_gain,
                         )
                     t0 = time.perf_counter()
                     v, r, m, (lo, hi), st = run(dyn, p0, args.rounds, tol, economy.numeraire)
@@ -97,8 +107,10 @@ def main(argv=None):
                     if market == "layered":
                         f0 = st.inventory[:, economy.numeraire] / dyn.target[:, economy.numeraire]
                         num = f"[{f0.min():.3f}, {f0.max():.3f}]"
-                    print(f"{name} | {graph} | {market} | {rule_name} {step} | {v.status} | {r} | "
-                          f"{m.excess_demand:.2e} | {dist} | {fill} | {num} | {dt:.1f}")
+                    print(
+                        f"{name} | {graph} | {market} | {rule_name} {step} | {v.status} | {r} | "
+                        f"{m.excess_demand:.2e} | {dist} | {fill} | {num} | {dt:.1f}"
+                    )
                     print(f"    {v.reason}")
 
 

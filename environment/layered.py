@@ -29,20 +29,32 @@ endowment ``e_i`` (g,), trades with its merchant, and consumes what it ends the 
   (g,) from ``a`` to ``b`` after trading, ``h_ab`` the harmonic mean of the two targets;
   ``b`` pays ``a`` the value ``sum_j q_abj sqrt(p_aj p_bj)`` (geometric-mean price).
   Shipments are antisymmetric, so goods and money among merchants are conserved.
-* **Prices from inventory.** Merchant ``m`` feeds its price-update rule the signal
+* **Prices from inventory.** Merchant ``m`` reads its own signal off its books,
 
-  ``d_m = flow_gain * Z_m / s_m + inventory_gain * (T_m - I_m) / T_m``   (g,)
+  ``d_m = flow_gain * Z_m / u + inventory_gain * (T_m - I_m) / (target * u)``   (g,)
 
-  where ``Z_m = I_m(before) - I_m(after trading)`` is read off its own books. The first
-  term is last day's sales against its clients' supply (proportional action), the second
-  the warehouse deficit (integral action: ``T - I`` is the accumulated excess demand).
+  with ``Z_m`` the day's net sales (its stock's fall before shipments) and ``u = S / M``
+  the supply per merchant (one constant, computed once at setup as one consensus would).
+  The first term is proportional action on the day's sales, the second integral action
+  on the warehouse deficit (``T - I`` is the accumulated excess demand).
   ``flow_gain = 1, inventory_gain = 0`` and one merchant reproduce flat central
   tâtonnement exactly (tested); ``flow_gain = 0`` is the pure inventory rule
   ``p <- p (1 + step_size * clip((T - I)/T))``, which, linearized, has a round map of
-  determinant 1 (a symplectic-Euler oscillator): it cannot damp, it orbits.
-  On a network merchants first mix their coordinates with merchant neighbours (Metropolis
-  weights, ``mix_prices=True``), then apply the rule: ``u_m = sum_k W_mk u_k`` and
-  ``rule.kernel(u_m, d_m)``; the numeraire is pinned.
+  determinant 1 (a symplectic-Euler oscillator): it cannot damp, it orbits (measured:
+  Cobb–Douglas cycles or slowly spirals out under it).
+* **Merchants on a graph** first mix their coordinates with merchant neighbours
+  (Metropolis weights ``W``, ``mix_prices=True``), then step:
+  ``v_m = sum_k W_mk v_k; rule.kernel(v_m, y_m)``; the numeraire is pinned. Under
+  ``signal="tracking"`` (default) ``y_m`` is a gradient-tracking estimate of the
+  merchants' *average* signal, ``y_m <- sum_k W_mk y_k + d_m(t) - d_m(t-1)`` (as in the
+  flat network dynamics); under ``"local"`` ``y_m = d_m``. Why tracking: at the
+  Walrasian price a territory's own market does not clear, so a steady flow of goods must
+  cross between merchants, driven by different fill ratios, so individual signals ``d_m``
+  cannot all vanish; with ``"local"`` signals mixing and inventory pull against each other
+  and the market stalls at a dispersed, non-clearing rest point (measured). With tracking
+  the rest points have one common price, ``sum_m Z_m = 0`` (the Walrasian price) and total
+  stock on target; individual merchants keep the fill differences that drive the
+  shipments (``fill_min``/``fill_max``).
 
 The numeraire good is the merchants' money. Its price is pinned, so its stock cannot be
 steered: by Walras' law ``p . Z_m = 0`` every day, so when the other goods' stocks are back
@@ -75,10 +87,12 @@ excess-demand evaluations that a merchant does not have; they raise a one-line R
 
 Metrics (:class:`LayeredMetrics`): ``excess`` (g,) is the agents' aggregate net order
 against the merchants relative to supply, ``sum_m Z_m / S``; ``inventory_gap`` (g,) the
-largest ``|I_m - T_m| / T_m`` over merchants (0 for the numeraire, see above); ``excess_demand`` is the larger of the two,
-so "converged" means orders clear *and* warehouses are back at target. ``mean_price`` is
-the mean over agents of the prices they face; ``log_min``/``log_max`` range over
-merchants.
+aggregate stock's distance to the aggregate target, ``|sum_m I_m / sum_m T_m - 1|`` (0 for
+the numeraire, see above); ``excess_demand`` is the larger of the two, so "converged"
+means orders clear *and* the stock is back at target (with ``price_dispersion``: merchants
+agree). ``fill_min``/``fill_max`` (g,) give each good's extreme merchant fill ``I_m / T_m``
+(inventory excursions; negative = backlog). ``mean_price`` is the mean over agents of the
+prices they face; ``log_min``/``log_max`` range over merchants.
 
 Messages per round: each agent sends its merchant one order (g floats) and receives one
 price quote (g floats); each merchant sends each merchant neighbour its g coordinates and
@@ -205,6 +219,7 @@ class LayeredMarket:
     mix_prices : bool — merchants average coordinates with merchant neighbours
     initial_inventory : float >= 0 — initial stock as a fraction of target
     seed : int >= 0 — merchant placement
+    signal : {"tracking", "local"} — what a merchant feeds its rule (module docstring)
     """
 
     def __init__(self, economy: Economy, network: Network, rule: PriceRule, **params):
@@ -225,8 +240,7 @@ class LayeredMarket:
             )
         if network.n_agents != economy.n_agents:
             raise LayeredError(
-                f"layered market: network has {network.n_agents} agents, economy "
-                f"{economy.n_agents}"
+                f"layered market: network has {network.n_agents} agents, economy {economy.n_agents}"
             )
         for name in ("target", "flow_gain", "inventory_gain", "rebalance", "initial_inventory"):
             value = p[name]
@@ -249,7 +263,7 @@ class LayeredMarket:
                 f"layered market: signal must be one of {SIGNALS}, got {p['signal']!r}"
             )
         if not isinstance(p["mix_prices"], bool):
-            raise LayeredError(f"layered market: mix_prices must be true or false")
+            raise LayeredError("layered market: mix_prices must be true or false")
         seed = p["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise LayeredError(f"layered market: seed must be an integer >= 0, got {seed!r}")
@@ -280,9 +294,7 @@ class LayeredMarket:
         self.merchant_of, self.sites, self.merchant_network = self._place(M, seed)
         rows = np.arange(n)
         #: (M, n) client assignment: ``assign @ x`` sums rows per merchant
-        self.assign = scipy.sparse.csr_array(
-            (np.ones(n), (self.merchant_of, rows)), shape=(M, n)
-        )
+        self.assign = scipy.sparse.csr_array((np.ones(n), (self.merchant_of, rows)), shape=(M, n))
         self.clients = np.bincount(self.merchant_of, minlength=M)
         client_supply = self.assign @ economy.endowments
         fallback = np.broadcast_to(self.supply / M, client_supply.shape)
@@ -394,7 +406,6 @@ class LayeredMarket:
 
     def merchant_signal(self, state: LayeredState) -> np.ndarray:
         """What each merchant feeds its rule, from its own books; (M, g)."""
-        p = self.params
         return self._signal(state.orders, state.inventory)
 
     def _signal(self, orders, inventory):
