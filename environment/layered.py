@@ -78,6 +78,16 @@ graph is connected whenever the agent graph is). Everything a merchant does uses
 books and messages from merchant neighbours. ``network.is_central`` (or
 ``n_merchants=1``) gives the central layered market: one merchant for everybody.
 
+Layers (``layers = L >= 1``): above the ``n_merchants`` retailers (layer 1) sit wholesalers.
+Layer ``l + 1`` has ``ceil(M_l / fan_in)`` merchants; each layer-``l`` merchant is attached
+to its nearest layer-``l + 1`` site in the layer-``l`` territory graph (the same Voronoi
+construction, one level up). Edges are child-parent links plus peer links *only at the
+top layer*: with ``L >= 2`` retailers stop trading with each other and goods cross between
+territories through their wholesalers. A wholesaler has no clients (``Z = 0``); its scale
+(hence target) is the sum of its children's. Everything else, price mixing, gradient
+tracking, rebalancing along edges, is the same on this merchant graph. Under ``central``
+the layers form a chain (one retailer, one wholesaler above it, ...).
+
 Which rules apply: every registered rule that fits the one-kernel contract
 (``rule.engine is None``): ``entropic`` (``log p += step * d``), ``multiplicative``
 (``log p += log1p(step * clip(d, -1, 1))``, Cole–Fleischer's capped update, the default),
@@ -142,6 +152,8 @@ DEFAULTS = {
     "initial_inventory": 1.0,
     "seed": 0,
     "signal": "tracking",
+    "layers": 1,
+    "fan_in": 4,
 }
 
 #: What a merchant feeds its rule: its own signal, or a gradient-tracking estimate of the
@@ -209,7 +221,7 @@ class LayeredMarket:
     economy : Economy
     network : Network — the agent graph, or ``Network.central(n)`` for one merchant
     rule : PriceRule — the merchants' price-update rule (``engine is None``)
-    n_merchants : int or None — merchants on a graph (default ``max(2, round(sqrt(n)/2))``);
+    n_merchants : int or None — retail (layer-1) merchants on a graph (default ``max(2, round(sqrt(n)/2))``);
         1 under ``central``
     target : float > 0 — warehouse level in days of the clients' supply
     flow_gain : float >= 0 — weight of last day's net order in the signal
@@ -219,6 +231,16 @@ class LayeredMarket:
     mix_prices : bool — merchants average coordinates with merchant neighbours
     initial_inventory : float >= 0 — initial stock as a fraction of target
     seed : int >= 0 — merchant placement
+    layers : int >= 1 — merchant layers (1: retailers only; 2: plus wholesalers...)
+    fan_in : int >= 2 — merchants of one layer per merchant of the layer above
+
+    Attributes
+    ----------
+    n_retail : int — layer-1 merchants ``M_r``; n_merchants : int — all merchants ``M``
+    merchant_of : (n,) — each agent's retailer; sites : (M_r,) — retailers' agent nodes
+    parent : (M,) — each merchant's parent (-1 at the top layer); layer : (M,) — 1, 2, ...
+    merchant_network : Network or None — the merchant graph (None for one merchant)
+    scale, target : (M, g) — supply scale and warehouse targets; unit : (g,) ``S / M_r``
     signal : {"tracking", "local"} — what a merchant feeds its rule (module docstring)
     """
 
@@ -258,6 +280,12 @@ class LayeredMarket:
             raise LayeredError(
                 f"layered market: rebalance must be in [0, 0.5], got {p['rebalance']!r}"
             )
+        for name in ("layers", "fan_in"):
+            value = p[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LayeredError(f"layered market: {name} must be an integer >= 1, got {value!r}")
+        if p["fan_in"] < 2 and p["layers"] > 1:
+            raise LayeredError("layered market: fan_in must be >= 2 with more than one layer")
         if p["signal"] not in SIGNALS:
             raise LayeredError(
                 f"layered market: signal must be one of {SIGNALS}, got {p['signal']!r}"
@@ -286,24 +314,37 @@ class LayeredMarket:
         self.signal = p["signal"]
         #: (g,) goods whose price moves (all but the numeraire): their stock has a target
         self._priced = np.arange(g) != economy.numeraire
-        self.n_merchants = M
         self.supply = economy.supply
         self._arrays = economy.kernel_arrays()
         self._rule_params = rule.params()
 
-        self.merchant_of, self.sites, self.merchant_network = self._place(M, seed)
+        self.n_retail = M
+        self.merchant_of, self.sites, edges, self.parent = self._place(
+            M, p["layers"], p["fan_in"], seed
+        )
+        #: merchant count over all layers (rows of every merchant array)
+        self.n_merchants = M = self.parent.size
+        self.merchant_network = from_edges(edges, M, "merchants") if M > 1 else None
+        #: (M,) layer of each merchant, 1 = retail
+        self.layer = np.ones(M, dtype=np.int64)
+        for m in range(self.n_retail, M):  # a few wholesalers: set from their children
+            self.layer[m] = self.layer[self.parent == m].max(initial=0) + 1
         rows = np.arange(n)
-        #: (M, n) client assignment: ``assign @ x`` sums rows per merchant
+        #: (M, n) client assignment: ``assign @ x`` sums rows per merchant (0 above layer 1)
         self.assign = scipy.sparse.csr_array((np.ones(n), (self.merchant_of, rows)), shape=(M, n))
         self.clients = np.bincount(self.merchant_of, minlength=M)
         client_supply = self.assign @ economy.endowments
-        fallback = np.broadcast_to(self.supply / M, client_supply.shape)
-        #: (M, g) the supply scale of each merchant (its clients' endowment, or S/M)
+        fallback = np.broadcast_to(self.supply / self.n_retail, client_supply.shape)
+        #: (M, g) supply scale: a retailer's clients' endowment (or S / M_retail); a
+        #: wholesaler's, the sum of its children's
         self.scale = np.where(client_supply > 0, client_supply, fallback)
+        self.scale[self.n_retail :] = 0.0
+        for m in range(self.n_retail, M):
+            self.scale[m] = self.scale[self.parent == m].sum(axis=0)
         #: (M, g) warehouse targets
         self.target = p["target"] * self.scale
-        #: (g,) the signal's unit: supply per merchant ``S / M`` (one consensus at setup)
-        self.unit = self.supply / M
+        #: (g,) the signal's unit: supply per retailer ``S / M_retail`` (fixed at setup)
+        self.unit = self.supply / self.n_retail
 
         net = self.merchant_network
         if net is None or not p["mix_prices"]:
@@ -337,31 +378,36 @@ class LayeredMarket:
         )
 
     # ---- construction ---------------------------------------------------------------------
-    def _place(self, M: int, seed: int):
-        """Merchant sites, each agent's merchant (n,), and the merchant graph (or None)."""
+    def _place(self, M: int, layers: int, fan_in: int, seed: int):
+        """Each agent's retail merchant (n,), retail sites (M,), merchant edges (E, 2) in
+        merchant ids and each merchant's parent (-1 at the top layer); merchants of layer
+        1 are ``0..M-1``, each higher layer's follow."""
         n, net = self.economy.n_agents, self.network
-        if M == 1:
-            return np.zeros(n, dtype=np.int64), np.zeros(1, dtype=np.int64), None
         rng = np.random.default_rng(np.random.SeedSequence(seed))
-        sites = np.sort(rng.choice(n, M, replace=False))
-        adj = scipy.sparse.csr_array(
-            (np.ones(net.indices.size), net.indices, net.indptr), shape=(n, n)
-        )
-        _, _, sources = scipy.sparse.csgraph.dijkstra(
-            adj, directed=False, indices=sites, unweighted=True, min_only=True,
-            return_predecessors=True,
-        )  # fmt: skip
-        if (sources < 0).any():
-            raise LayeredError("layered market: the agent graph is disconnected")
-        index = np.full(n, -1, dtype=np.int64)
-        index[sites] = np.arange(M)
-        merchant_of = index[sources]
-        rows = np.repeat(np.arange(n), np.diff(net.indptr))
-        a, b = merchant_of[rows], merchant_of[net.indices]
-        cross = a < b
-        keys = sorted_unique(a[cross] * M + b[cross])
-        edges = np.stack(np.divmod(keys, M), axis=1)
-        return merchant_of, sites, from_edges(edges, M, "merchants")
+        if M == 1:
+            owner, sites, peers = np.zeros(n, dtype=np.int64), np.zeros(1, np.int64), None
+        else:
+            owner, sites, peers = _territories(net.indptr, net.indices, M, rng)
+            if owner is None:
+                raise LayeredError("layered market: the agent graph is disconnected")
+        merchant_of, edges, parent = owner, [], []
+        size, offset = M, 0
+        for _ in range(layers - 1):
+            k = max(1, -(-size // fan_in))
+            if k == 1:
+                up, up_peers = np.zeros(size, dtype=np.int64), None
+            else:
+                g = from_edges(peers, size, "merchants")
+                up, _, up_peers = _territories(g.indptr, g.indices, k, rng)
+            children = offset + np.arange(size)
+            edges.append(np.stack([children, offset + size + up], axis=1))
+            parent.append(offset + size + up)
+            offset, size, peers = offset + size, k, up_peers
+        if peers is not None:
+            edges.append(offset + peers)
+        parent.append(np.full(size, -1, dtype=np.int64))
+        edges = np.concatenate(edges) if edges else np.empty((0, 2), dtype=np.int64)
+        return merchant_of, sites, edges, np.concatenate(parent)
 
     # ---- the market day ------------------------------------------------------------------
     def _trade(self, coords, inventory, cash):
@@ -465,7 +511,7 @@ class LayeredMarket:
     def prices(self, state: LayeredState) -> np.ndarray:
         """Prices each agent faces: (n, g); (1, g) for the central market (one merchant)."""
         p = self.merchant_prices(state)
-        return p if self.network.is_central else p[self.merchant_of]
+        return p[:1] if self.network.is_central else p[self.merchant_of]
 
     def messages_per_round(self) -> dict:
         """Messages and float64 values one round sends (see the module docstring)."""
@@ -501,3 +547,29 @@ def make_layered_dynamics(economy: Economy, network: Network, rule=None, **param
         hyper = {k: params.pop(k) for k in list(params) if k not in DEFAULTS}
         rule = make_rule(rule, **hyper)
     return LayeredMarket(economy, network, rule, **params)
+
+
+def _territories(indptr, indices, k: int, rng: np.random.Generator):
+    """Voronoi cells of ``k`` random sites on a CSR graph (hops; ties as scipy breaks them).
+
+    Returns ``(owner (n,), sites (k,), edges (E, 2))``: each node's site index, the sorted
+    sites, and the pairs ``a < b`` of cells joined by a graph edge; ``owner`` is None if
+    some node cannot reach any site (a disconnected graph).
+    """
+    n = indptr.size - 1
+    sites = np.sort(rng.choice(n, k, replace=False))
+    adj = scipy.sparse.csr_array((np.ones(indices.size), indices, indptr), shape=(n, n))
+    _, _, sources = scipy.sparse.csgraph.dijkstra(
+        adj, directed=False, indices=sites, unweighted=True, min_only=True,
+        return_predecessors=True,
+    )  # fmt: skip
+    if (sources < 0).any():
+        return None, sites, None
+    index = np.full(n, -1, dtype=np.int64)
+    index[sites] = np.arange(k)
+    owner = index[sources]
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    a, b = owner[rows], owner[indices]
+    cross = a < b
+    keys = sorted_unique(a[cross] * k + b[cross])
+    return owner, sites, np.stack(np.divmod(keys, k), axis=1)

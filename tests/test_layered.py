@@ -52,7 +52,7 @@ def check_books(dyn, before, after):
     e = dyn.economy.endowments
     brought = e.sum(axis=0) + before.inventory.sum(axis=0)
     kept = after.allocation.sum(axis=0) + after.inventory.sum(axis=0)
-    scale = brought.max() + np.abs(before.inventory).sum(axis=0).max()
+    scale = e.sum() + np.abs(before.inventory).sum() + np.abs(after.allocation).sum()
     np.testing.assert_allclose(kept, brought, rtol=0, atol=1e-12 * scale)
     assert (after.allocation >= 0).all()
     p = dyn.merchant_prices(after)[dyn.merchant_of]  # (n, g) the prices each agent faced
@@ -64,7 +64,7 @@ def check_books(dyn, before, after):
 
 
 # ---- conservation and budgets -------------------------------------------------------------
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(8, 40),
     g=st.integers(2, 4),
@@ -73,12 +73,16 @@ def check_books(dyn, before, after):
     seed=st.integers(0, 2**16),
     rebalance=st.sampled_from([0.0, 0.3, 0.5]),
     rule=st.sampled_from(["entropic", "multiplicative", "additive"]),
+    layers=st.integers(1, 2),
 )
-def test_goods_and_money_conserved_every_round(n, g, sigma, merchants, seed, rebalance, rule):
+def test_goods_and_money_conserved_every_round(
+    n, g, sigma, merchants, seed, rebalance, rule, layers
+):
     econ = economy(n, g, Family.CES, sigma, seed)
     net = Network.central(n) if merchants == 1 else build_network("ring", n, seed)
-    dyn = make_layered_dynamics(econ, net, rule, step_size=0.2, n_merchants=merchants,
-                                rebalance=rebalance, seed=seed)  # fmt: skip
+    dyn = make_layered_dynamics(econ, net, rule, step_size=0.05, n_merchants=merchants,
+                                rebalance=rebalance, seed=seed, layers=layers,
+                                fan_in=2)  # fmt: skip
     start = np.exp(np.random.default_rng(seed).uniform(-1, 1, g))
     states, _ = run(dyn, start, 15)
     # day 0 trades against the initial stock
@@ -283,3 +287,43 @@ def test_interface_attributes():
     assert dyn.prices(state).shape == (30, 3)
     msgs = dyn.messages_per_round()
     assert msgs["messages"] >= 2 * 30 and msgs["floats"] > msgs["messages"]
+
+
+# ---- layers -------------------------------------------------------------------------------
+def test_wholesale_layers_structure_and_conservation():
+    n = 150
+    econ = economy(n, 3, seed=12)
+    net = build_network("small-world", n, 7, k=4, p=0.1)
+    dyn = make_layered_dynamics(econ, net, "entropic", n_merchants=9, layers=3, fan_in=3)
+    np.testing.assert_array_equal(np.bincount(dyn.layer), [0, 9, 3, 1])
+    # every non-top merchant hangs under a merchant one layer up; only the top has no parent
+    below = dyn.parent >= 0
+    np.testing.assert_array_equal(dyn.layer[dyn.parent[below]], dyn.layer[below] + 1)
+    assert (~below).sum() == 1 and dyn.merchant_network.n_edges == 9 + 3  # a tree
+    np.testing.assert_array_equal(dyn.clients[9:], 0)
+    np.testing.assert_allclose(dyn.scale[12], econ.supply)  # the top holds everybody's scale
+    states, _ = run(dyn, np.array([1.0, 0.5, 2.0]), 20)
+    for before, after in zip(states, states[1:], strict=False):
+        check_books(dyn, before, after)
+
+
+def test_central_wholesale_chain_converges_to_closed_form():
+    econ = economy(60, 3, Family.COBB_DOUGLAS, seed=13)
+    pstar = cobb_douglas_equilibrium(econ)
+    dyn = make_layered_dynamics(econ, Network.central(60), "multiplicative", step_size=0.2,
+                                layers=2)  # fmt: skip
+    assert dyn.n_merchants == 2 and dyn.parent.tolist() == [1, -1]
+    state = dyn.init_state(np.ones(3))
+    for _ in range(4000):
+        state, m = dyn.step(state)
+        if m.excess_demand < 1e-10 and m.price_dispersion < 1e-10:
+            break
+    assert m.excess_demand < 1e-10 and m.price_dispersion < 1e-10
+    assert distance(dyn.prices(state)[0], pstar) < 1e-8
+    assert dyn.prices(state).shape == (1, 3)
+
+
+@pytest.mark.parametrize("kwargs", [{"layers": 0}, {"layers": 2, "fan_in": 1}, {"fan_in": 2.0}])
+def test_bad_layer_parameters(kwargs):
+    with pytest.raises(LayeredError, match="layers|fan_in"):
+        make_layered_dynamics(economy(20, 2), build_network("ring", 20, 0), **kwargs)
