@@ -64,10 +64,12 @@ def main(argv=None):
     ap.add_argument("--signal", default="tracking", help="merchants' signal: tracking | local")
     ap.add_argument("--inventory-gain", type=float, default=0.1)
     ap.add_argument("--flow-gain", type=float, default=1.0)
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--markets", default="flat,layered")
     args = ap.parse_args(argv)
     print(
         f"layered: signal={args.signal} inventory_gain={args.inventory_gain} "
-        f"flow_gain={args.flow_gain}; flat: signal=tracking"
+        f"flow_gain={args.flow_gain} layers={args.layers}; flat: signal=tracking"
     )
     print(
         "scenario | graph | market | rule | status | rounds | excess | dist | fill range (non-num) | numeraire fill | s"
@@ -83,7 +85,7 @@ def main(argv=None):
             refs = references(economy, s.seed)
             p0 = np.asarray(s.dynamics.initial_prices or np.ones(economy.n_goods))
             tol = s.dynamics.tol
-            for market in ("flat", "layered"):
+            for market in args.markets.split(","):
                 for rule_name, step in STEPS.items():
                     rule = make_rule(rule_name, step_size=step)
                     if market == "flat":
@@ -96,6 +98,7 @@ def main(argv=None):
                             signal=args.signal,
                             inventory_gain=args.inventory_gain,
                             flow_gain=args.flow_gain,
+                            layers=args.layers,
                         )
                     t0 = time.perf_counter()
                     v, r, m, (lo, hi), st = run(dyn, p0, args.rounds, tol, economy.numeraire)
