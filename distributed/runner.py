@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from agents.utility import Family
 from distributed import cluster
 from distributed.engine import ShardEngine
 from distributed.partition import shard_ranges
@@ -83,21 +82,7 @@ class RunResult:
 
 def reference_equilibria(model: MarketModel) -> tuple[list[np.ndarray], str]:
     """Equilibria of the centralized economy and how they were found."""
-    from environment import fisher
-
-    economy = model.economy
-    if fisher.is_fisher(economy):
-        try:
-            return [fisher.equilibrium_prices(economy)], "Eisenberg-Gale convex program (cvxpy)"
-        except ValueError as exc:  # EconomyError: solver failure or a good left over
-            return [], str(exc)
-    if (economy.family == Family.COBB_DOUGLAS).all():
-        try:
-            return [equilibrium.cobb_douglas_equilibrium(economy)], "closed form (Cobb-Douglas)"
-        except ValueError:
-            pass
-    found = equilibrium.find_equilibria(economy, seed=model.config.seed)
-    return found, equilibrium.method_description(economy)
+    return equilibrium.reference_equilibria(model.economy, seed=model.config.seed)
 
 
 def engine_factory(options: RunOptions, work: Path | None):

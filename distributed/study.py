@@ -234,23 +234,18 @@ def expand(study: Study) -> list[Cell]:
 # Other modules grow richer versions of these (a Verdict with rounds to tolerance and the
 # equilibrium reached, an all-equilibria finder, the intermediary layer): this section is
 # the one place that calls them (merge here: swap the bodies, keep the return shapes).
-def equilibria_of(economy) -> tuple[list[np.ndarray], str]:
-    """Reference equilibria of the centralized economy and how they were found."""
-    from agents.utility import Family
+def equilibria_of(economy, seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """Reference equilibria of the centralized economy and how they were found (the same
+    as ``run.py`` reports: :func:`environment.equilibrium.reference_equilibria`)."""
     from environment import equilibrium
 
-    if (economy.family == Family.COBB_DOUGLAS).all():
-        try:
-            return [equilibrium.cobb_douglas_equilibrium(economy)], "closed form"
-        except ValueError:
-            pass
-    return equilibrium.find_equilibria(economy), "root finding, 8 starts"
+    return equilibrium.reference_equilibria(economy, seed=seed)
 
 
-def _safe_equilibria(economy) -> tuple[list[np.ndarray], str]:
+def _safe_equilibria(economy, seed: int = 0) -> tuple[list[np.ndarray], str]:
     """:func:`equilibria_of`, with a solver failure recorded instead of ending the study."""
     try:
-        return equilibria_of(economy)
+        return equilibria_of(economy, seed)
     except Exception as exc:  # noqa: BLE001  (recorded in the table, column equilibrium_method)
         return [], f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
@@ -336,7 +331,7 @@ def make_market(market: str, economy, network, rule, signal: str):
 
 def _incompatible(rule_name: str, scenario) -> str | None:
     """Why a rule cannot run on a scenario (known before building anything), or None."""
-    fisher = getattr(scenario, "kind", None) == "fisher" or scenario.name.startswith("fisher")
+    fisher = getattr(scenario, "fisher", None) is not None
     if rule_name == "proportional-response" and not fisher:
         return "not applicable: proportional response needs a Fisher market"
     return None
@@ -359,7 +354,7 @@ def _economy(scenario_name: str, agents: int | None, graph: str, seed: int):
 def _equilibria(scenario_name: str, agents: int | None, seed: int):
     """Equilibria of a cell's economy (which does not depend on the graph)."""
     _, economy, _ = _economy(scenario_name, agents, "central", seed)
-    return _safe_equilibria(economy)
+    return _safe_equilibria(economy, seed)
 
 
 def _downsample(T: int, keep: int = KEEP_POINTS) -> np.ndarray:

@@ -252,3 +252,26 @@ def nearest(prices: np.ndarray, references: list[np.ndarray]) -> tuple[int, floa
     d = [distance(prices, r) for r in references]
     k = int(np.argmin(d))
     return k, d[k]
+
+
+def reference_equilibria(economy: Economy, seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """The reference equilibria of ``economy`` and how they were found (one line).
+
+    Fisher markets: the Eisenberg–Gale program (:mod:`environment.fisher`); all-Cobb–Douglas
+    economies: the closed form; otherwise :func:`find_equilibria`. An empty list means none
+    was found, and the method line says why.
+    """
+    from agents.utility import Family
+    from environment import fisher
+
+    if fisher.is_fisher(economy):
+        try:
+            return [fisher.equilibrium_prices(economy)], "Eisenberg-Gale convex program (cvxpy)"
+        except ValueError as exc:  # EconomyError: solver failure or a good left over
+            return [], str(exc)
+    if (economy.family == Family.COBB_DOUGLAS).all():
+        try:
+            return [cobb_douglas_equilibrium(economy)], "closed form (Cobb-Douglas)"
+        except ValueError:
+            pass
+    return find_equilibria(economy, seed=seed), method_description(economy)
