@@ -33,7 +33,9 @@ and ``-inf`` elsewhere), the log MRS of good ``k`` in units of ``l`` is
 the two MRS, clipped to ``e^±50``): ``v`` pays ``min(pi q, x_vl)``. Candidate quantities
 are ``q_j = q_max 2^-j``, ``j < halvings``, with ``q_max = min(x_uk, x_vl / pi)``; the
 trade executed is the candidate maximizing the smaller relative utility gain among those
-where both gains are positive; if there is none the trade is *rejected* (counted).
+where both gains are positive and neither MRS crosses the price (``r_u' <= log pi <=
+r_v'`` after the trade, so a pair never overshoots its contract curve and flows do not
+reverse); if there is none the trade is *rejected* (counted).
 
 **Conservation.** A trade moves ``q`` from one row to the other and ``pay`` back, so every
 good is conserved to rounding; ``q <= x_uk`` and ``pay <= x_vl`` keep holdings
@@ -285,6 +287,8 @@ def trade_pairs(xu, xv, au, av, fu, fv, su, sv, numeraire, halvings, min_gap, re
     mv = np.empty(g)
     yu = np.empty(g)
     yv = np.empty(g)
+    nu = np.empty(g)
+    nv = np.empty(g)
     for p in range(m):
         log_marginal_row(xu[p], au[p], fu[p], su[p], mu)
         log_marginal_row(xv[p], av[p], fv[p], sv[p], mv)
@@ -324,7 +328,10 @@ def trade_pairs(xu, xv, au, av, fu, fv, su, sv, numeraire, halvings, min_gap, re
             yv[l] = xv[p, l] - pay
             gu = utility_row(yu, au[p], fu[p], su[p]) - uu
             gv = utility_row(yv, av[p], fv[p], sv[p]) - uv
-            if gu > 0 and gv > 0:
+            log_marginal_row(yu, au[p], fu[p], su[p], nu)
+            log_marginal_row(yv, av[p], fv[p], sv[p], nv)
+            kept = nu[k] - nu[l] <= lp <= nv[k] - nv[l]  # no MRS crosses the price
+            if gu > 0 and gv > 0 and kept:
                 score = min(gu / max(uu, 1e-300), gv / max(uv, 1e-300))
                 if score > best_score:
                     best_score, bq, bpay, bgu, bgv = score, q, pay, gu, gv
