@@ -9,7 +9,7 @@
   (holdings + escrow) is conserved at the failure;
 * on a line / a tree with the producer at one end, goods reach consumers through the
   agents in between, who are classified as intermediaries, and the measured hops equal
-  the graph distance (line: exactly; tree: at least, to within 5%);
+  the graph distance (line: exactly; tree: at least, and within 10%);
 * measurement known answers (Gini, star centralization, money detection) and user errors.
 """
 
@@ -205,7 +205,7 @@ def test_tree_goods_flow_from_root_to_leaves():
     hops = run_.state.hop_mass[:, 1] / x[:, 1]
     rest = distance > 0  # (a little flows back up to the root, too)
     assert (hops[rest] >= distance[rest] - 1e-9).all()
-    assert (hops[rest] <= distance[rest] * 1.05).all()
+    assert (hops[rest] <= distance[rest] * 1.1).all()
     np.testing.assert_array_equal(flows.layers(run_.log, G.number_of_nodes(), 2, good=1), distance)
     inner = [v for v in G if v != 0 and v not in leaves]
     summary, table = flows.summarize(economy, run_)
