@@ -210,7 +210,7 @@ def test_tree_goods_flow_from_root_to_leaves():
     inner = [v for v in G if v != 0 and v not in leaves]
     summary, table = flows.summarize(economy, run_)
     assert (table["throughput"][inner] > 0.25).all()
-    assert (table["throughput"][leaves] == 0).all()
+    assert (table["throughput"][leaves] < 1e-12).all()
     assert summary["money_good"] is not None
 
 
