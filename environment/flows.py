@@ -18,7 +18,8 @@ Definitions (values at reference prices ``p``: the Walrasian ones when known, el
 * **layer** of agent ``i``: for each good ``k``, the net flow graph keeps the edges with
   positive net flow of ``k``; its *sources* are the agents with outflow and no inflow of
   ``k``; ``layer_k(i)`` is the BFS distance from the sources. An agent's layer is the
-  smallest ``layer_k`` over the goods it received (sources: 0; inactive: -1).
+  smallest ``layer_k`` over the non-numeraire goods (the numeraire, as money, flows the
+  other way; sources: 0; outside every flow: -1).
 * **profit** of ``i``: ``p . (x_i - e_i)`` (zero in sum when ``p`` clears the trades'
   totals) and the relative utility gain ``u(x_i) / u(e_i) - 1``.
 * **concentration** of the exchange graph: Gini and Herfindahl index of the per-edge
@@ -110,28 +111,29 @@ def agent_table(
         "net": net,
         "throughput": through,
         "role": role,
-        "layer": layers(log, economy.n_agents, economy.n_goods),
+        "layer": layers(log, economy.n_agents, economy.n_goods, np.flatnonzero(goods)),
         "mean_hops": hops,
         "profit": profit,
         "utility_gain": gain,
     }
 
 
-def layers(log: np.ndarray, n: int, g: int, good: int | None = None) -> np.ndarray:
+def layers(log: np.ndarray, n: int, g: int, good=None) -> np.ndarray:
     """Layer of every agent (n,) int: distance from the original owners in the net flow
-    graphs (see the module docstring), of one ``good`` or the smallest over all goods;
-    -1 for agents outside the flow."""
+    graphs (see the module docstring), of one ``good``, the smallest over a list of goods,
+    or over all goods (None); -1 for agents outside the flow."""
     src, dst, goods, units = directed_flows(log)
     big = np.iinfo(np.int64).max
     layer = np.full(n, big, dtype=np.int64)
-    for k in range(g) if good is None else [good]:
+    for k in range(g) if good is None else np.atleast_1d(good).tolist():
         sel = goods == k
         net: dict[tuple[int, int], float] = {}
         for s, d, q in zip(src[sel].tolist(), dst[sel].tolist(), units[sel].tolist(), strict=True):
             a, b, sign = (s, d, 1.0) if s < d else (d, s, -1.0)
             net[(a, b)] = net.get((a, b), 0.0) + sign * q
         G = nx.DiGraph()
-        G.add_edges_from((a, b) if q > 0 else (b, a) for (a, b), q in net.items() if q != 0)
+        eps = 1e-9 * max(units[sel].max(initial=0.0), 1e-300)  # rounding, not a flow
+        G.add_edges_from((a, b) if q > 0 else (b, a) for (a, b), q in net.items() if abs(q) > eps)
         sources = [v for v in G if G.in_degree(v) == 0]
         if not sources:
             continue
@@ -317,3 +319,92 @@ def plot_layers(G: nx.DiGraph, path: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def trade_config_for(scenario) -> tuple[tr.TradeConfig, int, float | None]:
+    """``(config, rounds, tol)`` from a scenario's optional ``[trade]`` table."""
+    from environment.scenario import TradeSpec
+
+    spec = scenario.trade or TradeSpec()
+    config = tr.TradeConfig(
+        seed=scenario.seed, medium=spec.medium, halvings=spec.halvings, min_gap=spec.min_gap
+    )
+    return config, spec.rounds, spec.tol
+
+
+def run_trade_scenario(scenario, rounds: int | None = None, tol: float | None = None):
+    """Build the scenario's economy and network and run trade on it.
+
+    Returns ``(economy, network, run, prices, how)`` where ``prices`` are the reference
+    (Walrasian) prices or None and ``how`` says how they were obtained.
+    """
+    from environment.scenario import build_economy, build_network_for
+
+    economy, _ = build_economy(scenario)
+    network = build_network_for(scenario)
+    config, default_rounds, default_tol = trade_config_for(scenario)
+    every = max(1, economy.n_agents // 50) if (tol or default_tol) else 1
+    run = tr.run_trade(
+        economy, network, config, rounds or default_rounds, tol or default_tol, every=every
+    )
+    prices, how = reference_prices(economy)
+    return economy, network, run, prices, how
+
+
+def write_trade_results(work: Path, scenario, economy, network, run, prices, how) -> dict:
+    """Write ``flows.graphml``, ``trade_metrics.parquet`` (per round),
+    ``trade_agents.parquet`` (per agent), ``layers.png`` and ``summary.json`` into
+    ``work``; returns the summary."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = np.ones(economy.n_goods) if prices is None else prices
+    summary, table = summarize(economy, run, prices)
+    summary = {"scenario": scenario.name, "agents": economy.n_agents,
+               "goods": list(economy.goods), "reference_prices": how,
+               "walras_prices": None if prices is None else prices.tolist(), **summary}  # fmt: skip
+    G = flow_graph(economy, run.log, table, p)
+    nx.write_graphml(G, work / "flows.graphml")
+    metrics = {"round": np.arange(1, run.rounds + 1), **run.metrics}
+    pq.write_table(pa.table(metrics), work / "trade_metrics.parquet")
+    agents = {**table, "role": np.array(ROLES)[table["role"]]}
+    for j, name in enumerate(economy.goods):
+        agents[f"endowment_{name}"] = economy.endowments[:, j]
+        agents[f"holding_{name}"] = run.state.holdings[:, j]
+    pq.write_table(pa.table(agents), work / "trade_agents.parquet")
+    plot_layers(G, work / "layers.png", f"{scenario.name}: emergent flow layers")
+    (work / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
+    return summary
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+def format_trade_summary(summary: dict) -> str:
+    w = summary["walras"]
+    share = summary["intermediary_share"]
+    lines = [
+        f"trade:    {summary['scenario']}, {summary['agents']} agents, {summary['rounds']} rounds"
+        + (" (Pareto test met)" if summary["converged"] else ""),
+        f"trades:   {summary['trades']} executed, {summary['rejected']} rejected, "
+        f"{summary['pairs']} meetings",
+        "intermediaries (throughput >= t): "
+        + ", ".join(f"t={t}: {v:.0%}" for t, v in share.items()),
+        f"hops:     mean per good {np.round(summary['mean_hops_per_good'], 2).tolist()}",
+        f"money:    good {summary['money_good']} (resale shares "
+        f"{np.round(summary['resale_share'], 2).tolist()})",
+        f"pareto:   remaining log-MRS spread {w['pareto_gap']:.3g}",
+    ]
+    if "utility_gap_mean" in w:
+        lines.append(
+            f"walras:   utility vs Walrasian allocation: mean {w['utility_gap_mean']:+.1%}, "
+            f"{w['share_worse_than_walras']:.0%} of agents worse off"
+        )
+    return "\n".join(lines)
