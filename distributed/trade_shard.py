@@ -10,7 +10,8 @@ one batched ``ray.get``):
 
 1. ``publish`` — smallest edge key, holdings and hop mass of the boundary rows
    (``g`` floats x 2 + 1 key per boundary row and neighbouring shard);
-2. ``receive`` — write them into the ghost rows;
+2. ``receive`` — write them into the ghost rows (with explicit merchants, a second
+   exchange sends the boundary merchants' valuations, ``g`` floats a row);
 3. ``prepare`` — the shard owning ``u = min(u, v)`` of every matched pair computes the
    trade. Pairs inside the shard settle at once. For a pair across a boundary, ``u``'s
    side is **debited into escrow** (``u`` gives ``q`` of ``k``) and a proposal
@@ -134,7 +135,11 @@ class TradeShard:
         self.escrow: dict[int, tuple] = {}  # pair position -> (a, k, q, ...)
         self.fail_at: tuple[int, str] | None = None  # test hook: (round, phase)
         self._seed_state = spec.config.seed_state()
-        self._params = (spec.shares, spec.family, spec.sigma)
+        self.is_merchant = np.isin(spec.ids, np.asarray(spec.config.merchants, dtype=np.int64))
+        family, sigma = spec.family.copy(), spec.sigma.copy()
+        family[self.is_merchant], sigma[self.is_merchant] = 0, np.inf
+        self._params = (spec.shares.copy(), family, sigma)
+        self._own_merchants = np.flatnonzero(self.is_merchant[:o])
 
     def _maybe_fail(self, phase: str) -> None:
         if self.fail_at == (self.round, phase):
@@ -153,6 +158,24 @@ class TradeShard:
             self.keys[self.o + pos] = keys
             self.x[self.o + pos] = x
             self.hop[self.o + pos] = hop
+
+    # ---- phase 0b (explicit merchants only): their valuations -------------------------------
+    def valuations(self) -> dict[int, np.ndarray]:
+        """Compute the own merchants' valuations (neighbours' holdings are fresh); returns
+        the weight rows of the boundary rows for each neighbouring shard."""
+        s = self.spec
+        rows = self._own_merchants
+        values = np.empty((rows.size, self.x.shape[1]))
+        tr.merchant_valuations(self.x, s.shares, s.family, s.sigma, s.numeraire, s.indptr,
+                               s.indices, rows, self.is_merchant, values)  # fmt: skip
+        self._params[0][rows] = values
+        return {d: self._params[0][r] for d, r in s.send.items()}
+
+    def receive_valuations(self, messages: dict[int, np.ndarray]) -> None:
+        for src, pos in self.spec.recv.items():
+            ghost = self.o + pos
+            keep = self.is_merchant[ghost]
+            self._params[0][ghost[keep]] = messages[src][keep]
 
     # ---- phase 1: propose, settle local pairs, escrow boundary pairs ------------------------
     def prepare(self) -> dict[int, np.ndarray]:
@@ -201,9 +224,8 @@ class TradeShard:
                 y = self.x[v].copy()
                 y[k] += q
                 y[l] -= pay
-                gain = tr.utility_row(y, s.shares[v], s.family[v], s.sigma[v]) - tr.utility_row(
-                    self.x[v], s.shares[v], s.family[v], s.sigma[v]
-                )
+                params = (self._params[0][v], self._params[1][v], self._params[2][v])
+                gain = tr.utility_row(y, *params) - tr.utility_row(self.x[v], *params)
                 if not gain > 0:
                     continue
                 hb = tr.give_side(self.x, self.hop, self.outflow, v, l, pay)
@@ -315,6 +337,10 @@ class ShardedTrade:
         out = self._call("publish")
         self._call("receive", [({src: out[src][k] for src in range(K) if k in out[src]},)
                                for k in range(K)])  # fmt: skip
+        if self.config.merchants:
+            out = self._call("valuations")
+            self._call("receive_valuations", [({src: out[src][k] for src in range(K)
+                                                if k in out[src]},) for k in range(K)])  # fmt: skip
         proposals = self._call("prepare")
         acks = self._call("commit", [({src: proposals[src][k] for src in range(K)
                                        if k in proposals[src]},) for k in range(K)])  # fmt: skip

@@ -207,6 +207,7 @@ def walras_comparison(economy: Economy, state: tr.TradeState, prices: np.ndarray
     gap = u / u_star - 1.0
     out.update(
         utility_gap_mean=float(gap.mean()),
+        utility_gap_median=float(np.median(gap)),
         utility_gap_min=float(gap.min()),
         utility_gap_max=float(gap.max()),
         share_worse_than_walras=float((gap < 0).mean()),
@@ -321,14 +322,22 @@ def plot_layers(G: nx.DiGraph, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def trade_config_for(scenario) -> tuple[tr.TradeConfig, int, float | None]:
-    """``(config, rounds, tol)`` from a scenario's optional ``[trade]`` table."""
+def trade_config_for(scenario, group: np.ndarray) -> tuple[tr.TradeConfig, int, float | None]:
+    """``(config, rounds, tol)`` from a scenario's optional ``[trade]`` table; ``group``
+    (n,) is each agent's group index (for ``merchant_groups``)."""
     from environment.scenario import TradeSpec
 
     spec = scenario.trade or TradeSpec()
+    names = [g.name for g in scenario.agents]
+    unknown = [m for m in spec.merchant_groups if m not in names]
+    if unknown:
+        raise tr.TradeError(f"trade.merchant_groups: no agent group named {unknown[0]!r}")
+    codes = [names.index(m) for m in spec.merchant_groups]
+    merchants = tuple(int(i) for i in np.flatnonzero(np.isin(group, codes)))
     config = tr.TradeConfig(
-        seed=scenario.seed, medium=spec.medium, halvings=spec.halvings, min_gap=spec.min_gap
-    )
+        seed=scenario.seed, medium=spec.medium, halvings=spec.halvings, min_gap=spec.min_gap,
+        merchants=merchants,
+    )  # fmt: skip
     return config, spec.rounds, spec.tol
 
 
@@ -340,9 +349,9 @@ def run_trade_scenario(scenario, rounds: int | None = None, tol: float | None = 
     """
     from environment.scenario import build_economy, build_network_for
 
-    economy, _ = build_economy(scenario)
+    economy, group = build_economy(scenario)
     network = build_network_for(scenario)
-    config, default_rounds, default_tol = trade_config_for(scenario)
+    config, default_rounds, default_tol = trade_config_for(scenario, group)
     every = max(1, economy.n_agents // 50) if (tol or default_tol) else 1
     run = tr.run_trade(
         economy, network, config, rounds or default_rounds, tol or default_tol, every=every
@@ -404,7 +413,7 @@ def format_trade_summary(summary: dict) -> str:
     ]
     if "utility_gap_mean" in w:
         lines.append(
-            f"walras:   utility vs Walrasian allocation: mean {w['utility_gap_mean']:+.1%}, "
+            f"walras:   utility vs Walrasian allocation: median {w['utility_gap_median']:+.1%}, "
             f"{w['share_worse_than_walras']:.0%} of agents worse off"
         )
     return "\n".join(lines)

@@ -131,6 +131,7 @@ class TradeSpec(_Strict):
     halvings: int = Field(20, ge=1, le=60)
     min_gap: NonNegFloat = 1e-9
     tol: PositiveFloat | None = None
+    merchant_groups: list[str] = Field(default_factory=list)
 
 
 class Scenario(_Strict):

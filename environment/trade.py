@@ -76,13 +76,15 @@ class TradeConfig:
 
     seed : int — matching seed; medium : "barter" (any pair of goods) or "numeraire" (every
     trade has the numeraire on one side); halvings : int — candidate quantities per pair;
-    min_gap : float — smallest log-MRS gap worth a trade.
+    min_gap : float — smallest log-MRS gap worth a trade; merchants : agent ids of
+    explicit merchants (see :func:`round_params`).
     """
 
     seed: int = 0
     medium: str = "barter"
     halvings: int = 20
     min_gap: float = 1e-9
+    merchants: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.medium not in ("barter", "numeraire"):
@@ -91,6 +93,8 @@ class TradeConfig:
             raise TradeError(f"trade.halvings: expected an integer in [1, 60], got {self.halvings}")
         if not (np.isfinite(self.min_gap) and self.min_gap >= 0):
             raise TradeError(f"trade.min_gap: expected a finite value >= 0, got {self.min_gap}")
+        if any(not (isinstance(m, int | np.integer) and m >= 0) for m in self.merchants):
+            raise TradeError("trade.merchants: expected agent ids (integers >= 0)")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise TradeError(f"trade.seed: expected an integer >= 0, got {self.seed}")
 
@@ -407,6 +411,60 @@ def log_rows(rnd: int, u: np.ndarray, v: np.ndarray, result: np.ndarray) -> np.n
     return out
 
 
+@numba.njit(cache=True)
+def merchant_valuations(x, a, family, sigma, numeraire, indptr, indices, rows, is_merchant, out):
+    """Valuations of merchant rows ``rows`` (m,) from their neighbours' MRS; ``out`` (m, g).
+
+    ``out[r, k] = exp(median_{j in N(i), j not a merchant} log MRS_jk)`` in units of the
+    numeraire (``out[r, numeraire] = 1``); no non-merchant neighbour: all ones.
+    ``indptr``/``indices``: CSR over local rows (neighbours' ``x``, ``a``... are rows too).
+    """
+    g = x.shape[1]
+    row = np.empty(g)
+    for t in range(rows.size):
+        r = rows[t]
+        lo, hi = indptr[r], indptr[r + 1]
+        vals = np.empty((hi - lo, g))
+        m = 0
+        for p in range(lo, hi):
+            w = indices[p]
+            if w == r or is_merchant[w]:
+                continue
+            log_marginal_row(x[w], a[w], family[w], sigma[w], row)
+            for j in range(g):
+                vals[m, j] = row[j] - row[numeraire]
+            m += 1
+        for j in range(g):
+            out[t, j] = np.exp(np.median(vals[:m, j])) if m > 0 else 1.0
+        out[t, numeraire] = 1.0
+
+
+def round_params(x, economy: Economy, network: Network, config: TradeConfig):
+    """``(shares, family, sigma)`` used this round: the economy's own, except that explicit
+    merchants (``config.merchants``) are linear agents whose weights are their current
+    valuations (:func:`merchant_valuations`): a merchant has no consumption utility for
+    what it trades, accepts a trade when the value of its inventory at these valuations
+    rises (buy below, sell above the neighbourhood's median MRS), and profits in numeraire.
+    """
+    if not config.merchants:
+        return economy.shares, economy.family, economy.sigma
+    rows = np.asarray(config.merchants, dtype=np.int64)
+    if rows.max() >= economy.n_agents:
+        raise TradeError(f"trade.merchants: agent id {rows.max()} >= {economy.n_agents} agents")
+    is_merchant = np.zeros(economy.n_agents, dtype=np.bool_)
+    is_merchant[rows] = True
+    family = economy.family.copy()
+    sigma = economy.sigma.copy()
+    family[rows], sigma[rows] = 0, np.inf
+    shares = economy.shares.copy()
+    values = np.empty((rows.size, economy.n_goods))
+    merchant_valuations(x, economy.shares, economy.family, economy.sigma, economy.numeraire,
+                        network.indptr, network.indices.astype(np.int64), rows, is_merchant,
+                        values)  # fmt: skip
+    shares[rows] = values
+    return shares, family, sigma
+
+
 def trade_round(
     state: TradeState, economy: Economy, network: Network, config: TradeConfig
 ) -> tuple[TradeState, np.ndarray]:
@@ -419,7 +477,7 @@ def trade_round(
     result = np.zeros((u.size, 8))
     numeraire = economy.numeraire if config.medium == "numeraire" else -1
     trade_pairs(
-        *pair_inputs(state.holdings, (economy.shares, economy.family, economy.sigma), u, v),
+        *pair_inputs(state.holdings, round_params(state.holdings, economy, network, config), u, v),
         numeraire, config.halvings, config.min_gap, result,
     )  # fmt: skip
     new = state.copy()

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import run
 from agents.utility import utility
 from distributed.trade_shard import ShardedTrade
 from environment import flows
@@ -251,3 +252,67 @@ def test_user_errors():
 
     with pytest.raises(tr.TradeError, match="central"):
         tr.run_trade(economy, Network.central(5), tr.TradeConfig(), 3)
+
+
+def test_explicit_merchants_buy_low_sell_high_and_shard_identically():
+    # two merchants (numeraire only, no taste for grain) link producers and consumers
+    G = nx.Graph()
+    G.add_edges_from([(0, 1)] + [(m, v) for m in (0, 1) for v in range(2, 10)])
+    producers, consumers = [2, 3, 4, 5], [6, 7, 8, 9]
+    economy, network = producer_consumer(G, producers, consumers)
+    config = tr.TradeConfig(seed=3, medium="numeraire", merchants=(0, 1))
+    run_ = tr.run_trade(economy, network, config, 200)
+    x, e = run_.state.holdings, economy.endowments
+    np.testing.assert_allclose(x.sum(axis=0), economy.supply, rtol=1e-12)
+    assert (x >= 0).all()
+    assert (x[consumers, 1] > 0.1).all()  # grain reached every consumer, via the merchants
+    assert (run_.state.inflow[[0, 1], 1] > 1.0).all()
+    assert (x[[0, 1], 0] > e[[0, 1], 0]).all()  # both merchants made a numeraire profit
+    done = run_.log[run_.log[:, 3] == tr.EXECUTED]
+    assert (done[:, 8] > 0).all() and (done[:, 9] > 0).all()  # both sides gained
+    for shards in (2, 3):
+        engine = ShardedTrade(economy, network, config, shards)
+        engine.run(200)
+        state, log = engine.gather()
+        assert np.array_equal(state.holdings, x) and np.array_equal(log, run_.log)
+
+
+def test_cli_trade_writes_flow_outputs(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "line"
+    code = run.main(["--scenario", "trade-line", "--trade", "--rounds", "60", "--out", str(out)])
+    assert code == 0
+    G = nx.read_graphml(out / "flows.graphml")
+    assert G.number_of_nodes() == 20 and G.number_of_edges() > 0
+    roles = nx.get_node_attributes(G, "role")
+    assert roles["0"] == "producer" and roles["5"] == "intermediary"
+    metrics = pq.read_table(out / "trade_metrics.parquet").to_pydict()
+    assert len(metrics["round"]) == 60 and sum(metrics["trades"]) > 0
+    assert (out / "layers.png").stat().st_size > 10_000
+    assert "intermediaries" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scenario", "trade-line", "--graph", "central"], "central"),
+        (["--scenario", "trade-line", "--agents", "30"], "network.path has 20 nodes"),
+    ],
+)
+def test_cli_trade_user_errors_exit_2(tmp_path, capsys, argv, message):
+    code = run.main([*argv, "--trade", "--out", str(tmp_path / "x")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_trade_table_is_validated(tmp_path, capsys):
+    from environment.scenario import BUILTIN_DIR
+
+    text = (BUILTIN_DIR / "trade-axtell.toml").read_text().replace('"barter"', '"gold"')
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert run.main(["--scenario", str(path), "--trade", "--out", str(tmp_path / "y")]) == 2
+    assert "trade.medium" in capsys.readouterr().err
