@@ -16,11 +16,12 @@ one batched ``ray.get``):
    trade. Pairs inside the shard settle at once. For a pair across a boundary, ``u``'s
    side is **debited into escrow** (``u`` gives ``q`` of ``k``) and a proposal
    ``(v, k, q, l, pay, hops)`` goes to ``v``'s shard;
-4. ``commit`` — ``v``'s shard checks the proposal against ``v``'s holdings (``pay <=
-   x_vl``, and ``v``'s utility gain recomputed > 0), settles ``v``'s side and acks with
-   the hop count of what ``v`` gave;
-5. ``finalize`` — ``u``'s shard releases the escrow into ``v``'s payment for every ack;
-   an escrow without an ack is refunded (abort).
+4. ``commit`` (the vote) — ``v``'s shard checks the proposal against ``v``'s holdings
+   (``pay <= x_vl``, and ``v``'s utility gain recomputed > 0), debits ``v``'s payment
+   into its own escrow and votes yes with the hop count of what ``v`` gives;
+5. ``finalize`` — only once every shard has voted (the driver's commit decision): ``u``'s
+   shard credits ``u`` with the payment, ``v``'s shard credits ``v`` with ``q`` of ``k``;
+   an escrow that got a no vote is refunded.
 
 Conservation holds at every step when escrow is counted as goods in flight
 (:meth:`TradeShard.ledger`). If a shard fails mid-round, :class:`ShardedTrade` restores
@@ -132,7 +133,8 @@ class TradeShard:
         self.keys = np.zeros(rows, dtype=np.uint64)
         self.round = 0
         self.logs: list[np.ndarray] = []
-        self.escrow: dict[int, tuple] = {}  # pair position -> (a, k, q, ...)
+        self.escrow: dict[int, tuple] = {}  # pair position -> (a, k, q, l, pay): u's side
+        self.escrow_in: list[tuple] = []  # (v, k, q, hops, l, pay): v's side, voted yes
         self.fail_at: tuple[int, str] | None = None  # test hook: (round, phase)
         self._seed_state = spec.config.seed_state()
         self.is_merchant = np.isin(spec.ids, np.asarray(spec.config.merchants, dtype=np.int64))
@@ -207,20 +209,22 @@ class TradeShard:
         self._maybe_fail("prepare")
         return {d: np.array(rows, dtype=np.float64) for d, rows in proposals.items()}
 
-    # ---- phase 2: the partner settles and acks ---------------------------------------------
+    # ---- phase 2: the partner votes (and escrows its side) ---------------------------------
     def commit(self, proposals: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """Settle ``v``'s side of each proposal addressed here; acks per source shard:
-        (m, 2) rows ``[pair, hops_of_l]``."""
+        """Vote on each proposal addressed here: check it against ``v``'s holdings and
+        utility, debit ``v``'s payment into escrow, and vote yes with the hop count of what
+        ``v`` gives; returns (m, 2) rows ``[pair, hops_of_l]`` per source shard."""
         self._maybe_fail("commit")
         s = self.spec
         acks = {}
+        self.escrow_in = []
         for src in sorted(proposals):
             rows = []
             for pair, v_global, k, q, l, pay, h in proposals[src]:
                 v = int(v_global) - s.start
                 k, l = int(k), int(l)
                 if not (0 <= v < self.o and pay <= self.x[v, l]):
-                    continue  # refuse: the proposer refunds
+                    continue  # vote no: the proposer refunds
                 y = self.x[v].copy()
                 y[k] += q
                 y[l] -= pay
@@ -229,22 +233,24 @@ class TradeShard:
                 if not gain > 0:
                     continue
                 hb = tr.give_side(self.x, self.hop, self.outflow, v, l, pay)
-                tr.get_side(self.x, self.hop, self.inflow, v, k, q, h + 1.0)
+                self.escrow_in.append((v, k, q, h, l, pay))
                 rows.append([pair, hb])
             acks[src] = np.array(rows, dtype=np.float64).reshape(-1, 2)
         return acks
 
-    # ---- phase 3: release escrow -----------------------------------------------------------
+    # ---- phase 3: every vote is in, commit: release both escrows --------------------------
     def finalize(self, acks: dict[int, np.ndarray]) -> None:
         acked = {int(p): hb for rows in acks.values() for p, hb in rows}
         for pair, (a, k, q, l, pay) in self.escrow.items():
             if pair in acked:
                 tr.get_side(self.x, self.hop, self.inflow, a, l, pay, acked[pair] + 1.0)
-            else:  # abort: refund the escrow
+            else:  # the partner voted no: refund the escrow
                 self.x[a, k] += q
                 self.outflow[a, k] -= q
                 self.logs[-1][pair, 3] = tr.REJECTED
-        self.escrow = {}
+        for v, k, q, h, _, _ in self.escrow_in:
+            tr.get_side(self.x, self.hop, self.inflow, v, k, q, h + 1.0)
+        self.escrow, self.escrow_in = {}, []
         self.round += 1
 
     # ---- inspection and checkpoints ------------------------------------------------------
@@ -253,6 +259,8 @@ class TradeShard:
         total = self.x[: self.o].sum(axis=0)
         for _, k, q, _, _ in self.escrow.values():
             total[k] += q
+        for _, _, _, _, l, pay in self.escrow_in:
+            total[l] += pay
         return total
 
     def state(self) -> dict:
@@ -272,7 +280,7 @@ class TradeShard:
         for name in ("x", "hop", "inflow", "outflow"):
             getattr(self, name)[:o] = state[name]
         self.logs = [a.copy() for a in state["logs"]]
-        self.escrow = {}
+        self.escrow, self.escrow_in = {}, []
 
     def set_fail(self, at) -> None:
         self.fail_at = at
@@ -283,8 +291,11 @@ class ShardedTrade:
 
     ``use_ray=True`` makes each shard a Ray actor (``ray.remote(num_cpus=1)``); every phase
     is then one batched ``ray.get``. ``checkpoint_every`` rounds, the driver keeps every
-    shard's state; a :class:`ShardFailed` (or a Ray actor error) restores all shards from
-    it and replays the lost rounds (at most ``max_recoveries`` times).
+    shard's state (in driver memory); a :class:`ShardFailed` (raised in a shard, in
+    process or in a Ray actor) restores all shards from it and replays the lost rounds
+    (at most ``max_recoveries`` times). A Ray actor that *dies* is not recovered here
+    (the tâtonnement engine's restart logic is not wired in): its ``RayActorError``
+    propagates.
     """
 
     def __init__(
@@ -307,15 +318,20 @@ class ShardedTrade:
         self.checkpoint_every = checkpoint_every
         self.max_recoveries = max_recoveries
         self.recoveries: list[dict] = []
-        if use_ray:
+        self._start()
+        self.round = 0
+        self._checkpoint = self._call("state")
+
+    def _start(self) -> None:
+        if self.use_ray:
             import ray
 
             remote = ray.remote(num_cpus=1, max_restarts=0)(TradeShard)
-            self.shards = [remote.remote(ray.put(spec)) for spec in self.specs]
+            if not hasattr(self, "_spec_refs"):
+                self._spec_refs = [ray.put(spec) for spec in self.specs]
+            self.shards = [remote.remote(ref) for ref in self._spec_refs]
         else:
             self.shards = [TradeShard(spec) for spec in self.specs]
-        self.round = 0
-        self._checkpoint = self._call("state")
 
     def _call(self, method: str, args=None) -> list:
         args = args or [()] * len(self.shards)
@@ -357,8 +373,9 @@ class ShardedTrade:
             except ShardFailed as exc:
                 if len(self.recoveries) >= self.max_recoveries:
                     raise
-                ledger = np.sum(self._call("ledger"), axis=0)
-                self.recoveries.append({"round": self.round, "error": str(exc), "ledger": ledger})
+                ledger = np.sum(self._call("ledger"), axis=0)  # holdings + escrow
+                error = str(exc).splitlines()[0]
+                self.recoveries.append({"round": self.round, "error": error, "ledger": ledger})
                 self._call("restore", [(st,) for st in self._checkpoint])
                 self.round = self._checkpoint[0]["round"]
                 continue

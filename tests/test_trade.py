@@ -316,3 +316,29 @@ def test_trade_table_is_validated(tmp_path, capsys):
     path.write_text(text)
     assert run.main(["--scenario", str(path), "--trade", "--out", str(tmp_path / "y")]) == 2
     assert "trade.medium" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_shards_are_bit_identical_and_recover():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=3, object_store_memory=100 * 2**20, include_dashboard=False,
+                 logging_level="WARNING")  # fmt: skip
+    try:
+        economy, network = random_economy(21, 80, 3), random_graph(21, 80)
+        config = tr.TradeConfig(seed=4)
+        reference = tr.run_trade(economy, network, config, 20)
+        engine = ShardedTrade(economy, network, config, 3, use_ray=True, checkpoint_every=5)
+        engine.fail(shard=2, rnd=13, phase="commit")
+        engine.run(20)
+        state, log = engine.gather()
+        assert len(engine.recoveries) == 1
+        np.testing.assert_allclose(engine.recoveries[0]["ledger"], economy.supply, rtol=1e-12)
+        assert np.array_equal(state.holdings, reference.state.holdings)
+        assert np.array_equal(log, reference.log)
+    finally:
+        if started:
+            ray.shutdown()
