@@ -533,19 +533,25 @@ def run_trade(
     every: int = 1,
 ) -> TradeRun:
     """Run up to ``rounds`` rounds; stop early when ``pareto_gap < tol`` (checked every
-    ``every`` rounds) or when a whole round finds no pair with a gap (nothing left to trade
-    along the edges).
+    ``every`` rounds). Nothing else stops it: a run that has not met ``tol`` says
+    ``converged = False``.
 
-    Metrics per round: ``pairs``, ``trades``, ``rejected``, ``volume`` (units moved, all
-    goods), ``pareto_gap`` (NaN when not checked), ``mrs_std`` (mean over goods of the
-    std of log MRS across agents: price-belief dispersion).
+    Metrics per round: ``pairs`` (meetings), ``trades``, ``rejected``, ``volume`` (units
+    moved, all goods), ``pareto_gap`` (NaN when not checked), ``mrs_std`` (mean over
+    non-numeraire goods of the std of log MRS across agents: dispersion of the agents'
+    valuations), ``price_std`` (mean over goods of the std of the log prices, in
+    numeraire, of this round's executed trades of that good against the numeraire; NaN
+    if none), ``intermediary_share`` (cumulative: share of active agents with unit-weighted
+    throughput >= 0.5, see :mod:`environment.flows`).
     """
     if network.is_central:
         raise TradeError("trade: goods move along edges; the 'central' network has none")
     if rounds < 1:
         raise TradeError(f"trade: rounds must be >= 1, got {rounds}")
     state = state or TradeState.initial(economy.endowments)
-    logs, names = [], ("pairs", "trades", "rejected", "volume", "pareto_gap", "mrs_std")
+    logs, names = [], ("pairs", "trades", "rejected", "volume", "pareto_gap", "mrs_std",
+                       "price_std", "intermediary_share")  # fmt: skip
+    num = economy.numeraire
     metrics = {k: [] for k in names}
     converged = False
     for _ in range(rounds):
@@ -557,6 +563,16 @@ def run_trade(
         metrics["trades"].append(int(done.sum()))
         metrics["rejected"].append(int((status == REJECTED).sum()))
         metrics["volume"].append(float(log[done, 6].sum() + log[done, 7].sum()))
+        t = log[done]
+        lp = np.concatenate([t[t[:, 5] == num, 10], -t[t[:, 4] == num, 10]])
+        good = np.concatenate([t[t[:, 5] == num, 4], t[t[:, 4] == num, 5]])
+        stds = [lp[good == k].std() for k in np.unique(good) if (good == k).sum() > 1]
+        metrics["price_std"].append(float(np.mean(stds)) if stds else np.nan)
+        gross = (state.inflow + state.outflow).sum(axis=1)
+        net = np.abs(state.inflow - state.outflow).sum(axis=1)
+        active = gross > 0
+        share = (1 - net[active] / gross[active] >= 0.5).mean() if active.any() else 0.0
+        metrics["intermediary_share"].append(float(share))
         check = state.round % every == 0
         if check:
             r = log_mrs(state.holdings, economy)
