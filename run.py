@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip solving for the centralized equilibrium",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--trade",
+        action="store_true",
+        help="trade goods along the edges instead of tatonnement (one process); writes "
+        "flows.graphml, trade_metrics.parquet, trade_agents.parquet, layers.png",
+    )
     return parser
 
 
@@ -214,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster.ClusterError,
     )  # fmt: skip
     work, out, fresh = None, None, True
+    if args.trade:  # bilateral trade on the network (environment.trade)
+        return _trade_main(args, parser.prog, user_errors)
     try:
         if args.resume:
             out = args.resume
@@ -267,6 +275,34 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.shutdown()
     print(format_summary(result.summary))
+    print(f"results:  {out}")
+    return 0
+
+
+def _trade_main(args, prog: str, user_errors) -> int:
+    from distributed.output import atomic_dir, default_out_dir
+    from environment import flows
+    from environment.scenario import load_scenario
+    from environment.trade import TradeError
+
+    try:
+        if args.resume:
+            raise TradeError("--trade: trade runs cannot be resumed (they are short)")
+        scenario = load_scenario(args.scenario).with_overrides(
+            agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed
+        )
+        out = args.out or default_out_dir(scenario.name)
+        economy, network, result, prices, how = flows.run_trade_scenario(
+            scenario, args.rounds, args.tol
+        )
+        with atomic_dir(out, args.force) as work:
+            summary = flows.write_trade_results(
+                work, scenario, economy, network, result, prices, how
+            )
+    except (*user_errors, TradeError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(flows.format_trade_summary(summary))
     print(f"results:  {out}")
     return 0
 

@@ -155,6 +155,18 @@ class Dynamics(_Strict):
         return make_rule(self.rule, **hyper)
 
 
+class TradeSpec(_Strict):
+    """Optional ``[trade]`` table: bilateral trade along edges (``run.py --trade``; see
+    :mod:`environment.trade`)."""
+
+    rounds: int = Field(500, gt=0)
+    medium: Literal["barter", "numeraire"] = "barter"
+    halvings: int = Field(20, ge=1, le=60)
+    min_gap: NonNegFloat = 1e-9
+    tol: PositiveFloat | None = None
+    merchant_groups: list[str] = Field(default_factory=list)
+
+
 class Scenario(_Strict):
     """A validated scenario. ``source`` is where it came from (a path or ``builtin:NAME``)."""
 
@@ -167,6 +179,7 @@ class Scenario(_Strict):
     fisher: FisherSpec | None = None
     network: NetworkSpec
     dynamics: Dynamics = Dynamics()
+    trade: TradeSpec | None = None
     source: str = ""
 
     @model_validator(mode="after")

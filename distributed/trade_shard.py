@@ -1,0 +1,397 @@
+"""Sharded bilateral trade with two-phase settlement across shard boundaries.
+
+A :class:`TradeShard` owns the agents of one contiguous id range and keeps ghost rows of
+the out-of-shard neighbours (their holdings, hop mass and smallest edge key, refreshed by
+messages every round). It runs the same kernels as :func:`environment.trade.trade_round`
+on the pairs it proposes, so results are bit-identical to the single-process run.
+
+A round, driven by :class:`ShardedTrade` (each step is one call on every shard; under Ray
+one batched ``ray.get``):
+
+1. ``publish`` — smallest edge key, holdings and hop mass of the boundary rows
+   (``g`` floats x 2 + 1 key per boundary row and neighbouring shard);
+2. ``receive`` — write them into the ghost rows (with explicit merchants, a second
+   exchange sends the boundary merchants' valuations, ``g`` floats a row);
+3. ``prepare`` — the shard owning ``u = min(u, v)`` of every matched pair computes the
+   trade. Pairs inside the shard settle at once. For a pair across a boundary, ``u``'s
+   side is **debited into escrow** (``u`` gives ``q`` of ``k``) and a proposal
+   ``(v, k, q, l, pay, hops)`` goes to ``v``'s shard;
+4. ``commit`` (the vote) — ``v``'s shard checks the proposal against ``v``'s holdings
+   (``pay <= x_vl``, and ``v``'s utility gain recomputed > 0), debits ``v``'s payment
+   into its own escrow and votes yes with the hop count of what ``v`` gives;
+5. ``finalize`` — only once every shard has voted (the driver's commit decision): ``u``'s
+   shard credits ``u`` with the payment, ``v``'s shard credits ``v`` with ``q`` of ``k``;
+   an escrow that got a no vote is refunded.
+
+Conservation holds at every step when escrow is counted as goods in flight
+(:meth:`TradeShard.ledger`). If a shard fails mid-round, :class:`ShardedTrade` restores
+every shard from the last checkpoint and replays; the run is deterministic, so the
+result is bit-identical to a fault-free run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from environment import trade as tr
+from environment.economy import Economy
+from environment.network import Network, sorted_unique
+
+
+class ShardFailed(RuntimeError):
+    """A shard failed during a round (test hook or a lost Ray actor)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TradeShardSpec:
+    """Static data of one shard: ``o`` own rows, ``h`` ghosts, ``g`` goods.
+
+    indptr (o+1,), indices (nnz,) local rows (own then ghosts); ids (o+h,) global ids;
+    shares (o+h, g), family, sigma (o+h,); endowments (o, g); recv {src: ghost
+    positions}; send {dst: own rows}; owner_of_ghost (h,) shard of each ghost.
+    """
+
+    shard_id: int
+    start: int
+    stop: int
+    indptr: np.ndarray
+    indices: np.ndarray
+    ids: np.ndarray
+    shares: np.ndarray
+    family: np.ndarray
+    sigma: np.ndarray
+    endowments: np.ndarray
+    recv: dict[int, np.ndarray]
+    send: dict[int, np.ndarray]
+    owner_of_ghost: np.ndarray
+    config: tr.TradeConfig
+    numeraire: int
+
+
+def trade_ranges(n_agents: int, n_shards: int) -> list[tuple[int, int]]:
+    """``n_shards`` balanced contiguous id ranges (no block alignment: trade has no blocks)."""
+    if not 1 <= n_shards <= n_agents:
+        raise tr.TradeError(f"workers: expected 1..{n_agents} shards, got {n_shards}")
+    cuts = [(k * n_agents) // n_shards for k in range(n_shards + 1)]
+    return [(cuts[k], cuts[k + 1]) for k in range(n_shards)]
+
+
+def build_trade_specs(
+    economy: Economy, network: Network, ranges, config: tr.TradeConfig
+) -> list[TradeShardSpec]:
+    starts = np.array([r[0] for r in ranges])
+    ghosts_of = []
+    for start, stop in ranges:
+        cols = network.indices[network.indptr[start] : network.indptr[stop]].astype(np.int64)
+        ghosts_of.append(sorted_unique(cols[(cols < start) | (cols >= stop)]))
+    specs = []
+    for k, (start, stop) in enumerate(ranges):
+        lo, hi = network.indptr[start], network.indptr[stop]
+        cols = network.indices[lo:hi].astype(np.int64)
+        ghosts, o = ghosts_of[k], stop - start
+        inside = (cols >= start) & (cols < stop)
+        local = np.where(inside, cols - start, o + np.searchsorted(ghosts, cols))
+        owners = np.searchsorted(starts, ghosts, side="right") - 1
+        recv = {int(s): np.flatnonzero(owners == s) for s in sorted_unique(owners)}
+        send = {}
+        for d, other in enumerate(ghosts_of):
+            mine = other[(other >= start) & (other < stop)]
+            if d != k and mine.size:
+                send[d] = mine - start
+        rows = np.concatenate([np.arange(start, stop), ghosts])
+        specs.append(
+            TradeShardSpec(
+                shard_id=k, start=start, stop=stop,
+                indptr=(network.indptr[start : stop + 1] - lo).astype(np.int64),
+                indices=local.astype(np.int64), ids=rows.astype(np.int64),
+                shares=np.ascontiguousarray(economy.shares[rows]),
+                family=np.ascontiguousarray(economy.family[rows]),
+                sigma=np.ascontiguousarray(economy.sigma[rows]),
+                endowments=np.array(economy.endowments[start:stop], dtype=np.float64),
+                recv=recv, send=send, owner_of_ghost=owners.astype(np.int64),
+                config=config, numeraire=economy.numeraire,
+            )
+        )  # fmt: skip
+    return specs
+
+
+class TradeShard:
+    """The agents ``spec.start..spec.stop-1`` and their ghosts; see the module docstring."""
+
+    def __init__(self, spec: TradeShardSpec):
+        self.spec = spec
+        rows, g = spec.ids.size, spec.endowments.shape[1]
+        o = spec.stop - spec.start
+        self.o = o
+        self.x = np.zeros((rows, g))
+        self.x[:o] = spec.endowments
+        self.hop = np.zeros((rows, g))
+        self.inflow = np.zeros((rows, g))
+        self.outflow = np.zeros((rows, g))
+        self.keys = np.zeros(rows, dtype=np.uint64)
+        self.round = 0
+        self.logs: list[np.ndarray] = []
+        self.escrow: dict[int, tuple] = {}  # pair position -> (a, k, q, l, pay): u's side
+        self.escrow_in: list[tuple] = []  # (v, k, q, hops, l, pay): v's side, voted yes
+        self.fail_at: tuple[int, str] | None = None  # test hook: (round, phase)
+        self._seed_state = spec.config.seed_state()
+        self.is_merchant = np.isin(spec.ids, np.asarray(spec.config.merchants, dtype=np.int64))
+        family, sigma = spec.family.copy(), spec.sigma.copy()
+        family[self.is_merchant], sigma[self.is_merchant] = 0, np.inf
+        self._params = (spec.shares.copy(), family, sigma)
+        self._own_merchants = np.flatnonzero(self.is_merchant[:o])
+
+    def _maybe_fail(self, phase: str) -> None:
+        if self.fail_at == (self.round, phase):
+            self.fail_at = None
+            raise ShardFailed(f"shard {self.spec.shard_id} failed in {phase} of round {self.round}")
+
+    # ---- phase 0: boundary messages ---------------------------------------------------------
+    def publish(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        s = self.spec
+        tr.min_keys(s.indptr, s.indices, s.ids, self._seed_state, self.round, self.keys)
+        return {d: (self.keys[r], self.x[r], self.hop[r]) for d, r in s.send.items()}
+
+    def receive(self, messages: dict[int, tuple]) -> None:
+        for src, pos in self.spec.recv.items():
+            keys, x, hop = messages[src]
+            self.keys[self.o + pos] = keys
+            self.x[self.o + pos] = x
+            self.hop[self.o + pos] = hop
+
+    # ---- phase 0b (explicit merchants only): their valuations -------------------------------
+    def valuations(self) -> dict[int, np.ndarray]:
+        """Compute the own merchants' valuations (neighbours' holdings are fresh); returns
+        the weight rows of the boundary rows for each neighbouring shard."""
+        s = self.spec
+        rows = self._own_merchants
+        values = np.empty((rows.size, self.x.shape[1]))
+        tr.merchant_valuations(self.x, s.shares, s.family, s.sigma, s.numeraire, s.indptr,
+                               s.indices, rows, self.is_merchant, values)  # fmt: skip
+        self._params[0][rows] = values
+        return {d: self._params[0][r] for d, r in s.send.items()}
+
+    def receive_valuations(self, messages: dict[int, np.ndarray]) -> None:
+        for src, pos in self.spec.recv.items():
+            ghost = self.o + pos
+            keep = self.is_merchant[ghost]
+            self._params[0][ghost[keep]] = messages[src][keep]
+
+    # ---- phase 1: propose, settle local pairs, escrow boundary pairs ------------------------
+    def prepare(self) -> dict[int, np.ndarray]:
+        """Returns proposals per destination shard: (m, 7) rows
+        ``[pair, v_local_at_dst, k, q, l, pay, hops_of_k]``."""
+        s, o = self.spec, self.o
+        pairs = tr.mutual_pairs(s.indptr, s.indices, s.ids, self.keys, self._seed_state, self.round)
+        a, b = pairs[:, 0], pairs[:, 1]
+        result = np.zeros((a.size, 8))
+        numeraire = s.numeraire if s.config.medium == "numeraire" else -1
+        tr.trade_pairs(
+            *tr.pair_inputs(self.x, self._params, a, b),
+            numeraire, s.config.halvings, s.config.min_gap, result,
+        )  # fmt: skip
+        self.logs.append(tr.log_rows(self.round, s.ids[a], s.ids[b], result))
+        local = b < o
+        sel = np.flatnonzero(local)
+        tr.apply_trades(self.x, self.hop, self.inflow, self.outflow, a[sel], b[sel], result[sel])
+        proposals: dict[int, list] = {}
+        self.escrow = {}
+        for i in np.flatnonzero(~local & (result[:, 0] == tr.EXECUTED)):
+            k, l = int(result[i, 1]), int(result[i, 2])
+            q, pay = result[i, 3], result[i, 4]
+            h = tr.give_side(self.x, self.hop, self.outflow, a[i], k, q)
+            self.escrow[int(i)] = (int(a[i]), k, q, l, pay)
+            dst = int(s.owner_of_ghost[b[i] - o])
+            v_global = int(s.ids[b[i]])
+            proposals.setdefault(dst, []).append([i, v_global, k, q, l, pay, h])
+        self._maybe_fail("prepare")
+        return {d: np.array(rows, dtype=np.float64) for d, rows in proposals.items()}
+
+    # ---- phase 2: the partner votes (and escrows its side) ---------------------------------
+    def commit(self, proposals: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Vote on each proposal addressed here: check it against ``v``'s holdings and
+        utility, debit ``v``'s payment into escrow, and vote yes with the hop count of what
+        ``v`` gives; returns (m, 2) rows ``[pair, hops_of_l]`` per source shard."""
+        self._maybe_fail("commit")
+        s = self.spec
+        acks = {}
+        self.escrow_in = []
+        for src in sorted(proposals):
+            rows = []
+            for pair, v_global, k, q, l, pay, h in proposals[src]:
+                v = int(v_global) - s.start
+                k, l = int(k), int(l)
+                if not (0 <= v < self.o and pay <= self.x[v, l]):
+                    continue  # vote no: the proposer refunds
+                y = self.x[v].copy()
+                y[k] += q
+                y[l] -= pay
+                params = (self._params[0][v], self._params[1][v], self._params[2][v])
+                gain = tr.utility_row(y, *params) - tr.utility_row(self.x[v], *params)
+                if not gain > 0:
+                    continue
+                hb = tr.give_side(self.x, self.hop, self.outflow, v, l, pay)
+                self.escrow_in.append((v, k, q, h, l, pay))
+                rows.append([pair, hb])
+            acks[src] = np.array(rows, dtype=np.float64).reshape(-1, 2)
+        return acks
+
+    # ---- phase 3: every vote is in, commit: release both escrows --------------------------
+    def finalize(self, acks: dict[int, np.ndarray]) -> None:
+        acked = {int(p): hb for rows in acks.values() for p, hb in rows}
+        for pair, (a, k, q, l, pay) in self.escrow.items():
+            if pair in acked:
+                tr.get_side(self.x, self.hop, self.inflow, a, l, pay, acked[pair] + 1.0)
+            else:  # the partner voted no: refund the escrow
+                self.x[a, k] += q
+                self.outflow[a, k] -= q
+                self.logs[-1][pair, 3] = tr.REJECTED
+        for v, k, q, h, _, _ in self.escrow_in:
+            tr.get_side(self.x, self.hop, self.inflow, v, k, q, h + 1.0)
+        self.escrow, self.escrow_in = {}, []
+        self.round += 1
+
+    # ---- inspection and checkpoints ------------------------------------------------------
+    def ledger(self) -> np.ndarray:
+        """Own holdings plus goods in escrow, per good (g,): conserved at every step."""
+        total = self.x[: self.o].sum(axis=0)
+        for _, k, q, _, _ in self.escrow.values():
+            total[k] += q
+        for _, _, _, _, l, pay in self.escrow_in:
+            total[l] += pay
+        return total
+
+    def state(self) -> dict:
+        o = self.o
+        return {
+            "round": self.round,
+            "x": self.x[:o].copy(),
+            "hop": self.hop[:o].copy(),
+            "inflow": self.inflow[:o].copy(),
+            "outflow": self.outflow[:o].copy(),
+            "logs": [a.copy() for a in self.logs],
+        }
+
+    def restore(self, state: dict) -> None:
+        o = self.o
+        self.round = state["round"]
+        for name in ("x", "hop", "inflow", "outflow"):
+            getattr(self, name)[:o] = state[name]
+        self.logs = [a.copy() for a in state["logs"]]
+        self.escrow, self.escrow_in = {}, []
+
+    def set_fail(self, at) -> None:
+        self.fail_at = at
+
+
+class ShardedTrade:
+    """Trade on ``network`` in ``n_shards`` shards with two-phase boundary settlement.
+
+    ``use_ray=True`` makes each shard a Ray actor (``ray.remote(num_cpus=1)``); every phase
+    is then one batched ``ray.get``. ``checkpoint_every`` rounds, the driver keeps every
+    shard's state (in driver memory); a :class:`ShardFailed` (raised in a shard, in
+    process or in a Ray actor) restores all shards from it and replays the lost rounds
+    (at most ``max_recoveries`` times). A Ray actor that *dies* is not recovered here
+    (the tâtonnement engine's restart logic is not wired in): its ``RayActorError``
+    propagates.
+    """
+
+    def __init__(
+        self,
+        economy: Economy,
+        network: Network,
+        config: tr.TradeConfig,
+        n_shards: int,
+        *,
+        use_ray: bool = False,
+        checkpoint_every: int = 10,
+        max_recoveries: int = 3,
+    ):
+        if network.is_central:
+            raise tr.TradeError("trade: goods move along edges; the 'central' network has none")
+        self.economy, self.network, self.config = economy, network, config
+        self.ranges = trade_ranges(economy.n_agents, n_shards)
+        self.specs = build_trade_specs(economy, network, self.ranges, config)
+        self.use_ray = use_ray
+        self.checkpoint_every = checkpoint_every
+        self.max_recoveries = max_recoveries
+        self.recoveries: list[dict] = []
+        self._start()
+        self.round = 0
+        self._checkpoint = self._call("state")
+
+    def _start(self) -> None:
+        if self.use_ray:
+            import ray
+
+            remote = ray.remote(num_cpus=1, max_restarts=0)(TradeShard)
+            if not hasattr(self, "_spec_refs"):
+                self._spec_refs = [ray.put(spec) for spec in self.specs]
+            self.shards = [remote.remote(ref) for ref in self._spec_refs]
+        else:
+            self.shards = [TradeShard(spec) for spec in self.specs]
+
+    def _call(self, method: str, args=None) -> list:
+        args = args or [()] * len(self.shards)
+        if self.use_ray:
+            import ray
+
+            refs = [getattr(s, method).remote(*a) for s, a in zip(self.shards, args, strict=True)]
+            return ray.get(refs)
+        return [getattr(s, method)(*a) for s, a in zip(self.shards, args, strict=True)]
+
+    def fail(self, shard: int, rnd: int, phase: str) -> None:
+        """Test hook: shard ``shard`` raises in ``phase`` ('prepare' or 'commit') of ``rnd``."""
+        args = [(None,)] * len(self.shards)
+        args[shard] = ((rnd, phase),)
+        self._call("set_fail", args)
+
+    def _round(self) -> None:
+        K = len(self.shards)
+        out = self._call("publish")
+        self._call("receive", [({src: out[src][k] for src in range(K) if k in out[src]},)
+                               for k in range(K)])  # fmt: skip
+        if self.config.merchants:
+            out = self._call("valuations")
+            self._call("receive_valuations", [({src: out[src][k] for src in range(K)
+                                                if k in out[src]},) for k in range(K)])  # fmt: skip
+        proposals = self._call("prepare")
+        acks = self._call("commit", [({src: proposals[src][k] for src in range(K)
+                                       if k in proposals[src]},) for k in range(K)])  # fmt: skip
+        self._call("finalize", [({src: acks[src][k] for src in range(K) if k in acks[src]},)
+                                for k in range(K)])  # fmt: skip
+
+    def step(self) -> None:
+        """One round; on a shard failure, restore the last checkpoint and replay."""
+        target = self.round + 1
+        while self.round < target:
+            try:
+                self._round()
+                self.round += 1
+            except ShardFailed as exc:
+                if len(self.recoveries) >= self.max_recoveries:
+                    raise
+                ledger = np.sum(self._call("ledger"), axis=0)  # holdings + escrow
+                error = str(exc).splitlines()[0]
+                self.recoveries.append({"round": self.round, "error": error, "ledger": ledger})
+                self._call("restore", [(st,) for st in self._checkpoint])
+                self.round = self._checkpoint[0]["round"]
+                continue
+            if self.round % self.checkpoint_every == 0:
+                self._checkpoint = self._call("state")
+
+    def run(self, rounds: int) -> None:
+        for _ in range(rounds):
+            self.step()
+
+    def gather(self) -> tuple[tr.TradeState, np.ndarray]:
+        """The global state and the trade log sorted by (round, u), as in-process."""
+        states = self._call("state")
+        cat = lambda name: np.concatenate([s[name] for s in states])  # noqa: E731
+        state = tr.TradeState(self.round, cat("x"), cat("hop"), cat("inflow"), cat("outflow"))
+        logs = [a for s in states for a in s["logs"]]
+        log = np.concatenate(logs) if logs else np.empty((0, len(tr.LOG_FIELDS)))
+        log = log[np.lexsort((log[:, 1], log[:, 0]))]
+        return state, log
