@@ -288,6 +288,11 @@ def _trade_main(args, prog: str, user_errors) -> int:
     try:
         if args.resume:
             raise TradeError("--trade: trade runs cannot be resumed (they are short)")
+        if (args.workers or 0) >= 1 or args.address:
+            raise TradeError(
+                "--trade runs in this process (leave out --workers / --address); the sharded, "
+                "two-phase trade engine is distributed.trade_shard.ShardedTrade (Python API)"
+            )
         scenario = load_scenario(args.scenario).with_overrides(
             agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed
         )

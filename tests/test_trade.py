@@ -298,6 +298,8 @@ def test_cli_trade_writes_flow_outputs(tmp_path, capsys):
     [
         (["--scenario", "trade-line", "--graph", "central"], "central"),
         (["--scenario", "trade-line", "--agents", "30"], "network.path has 20 nodes"),
+        (["--scenario", "trade-line", "--workers", "2"], "runs in this process"),
+        (["--scenario", "trade-line", "--resume", "somewhere"], "cannot be resumed"),
     ],
 )
 def test_cli_trade_user_errors_exit_2(tmp_path, capsys, argv, message):
