@@ -265,12 +265,13 @@ def judge(history: dict, stop, tol: float, numeraire: int, references=(), space=
 
     with np.errstate(divide="ignore", invalid="ignore"):
         logp = np.log(history["mean_price"])
-    verdict = status.classify_run(
-        history["excess_demand"], history["price_dispersion"], logp,
-        numeraire=numeraire, tol=tol, references=references,
-        log_min=history.get("log_min"), log_max=history.get("log_max"), space=space,
-        stop=stop,
-    )  # fmt: skip
+    with np.errstate(all="ignore"):  # diverged paths overflow; the verdict says so
+        verdict = status.classify_run(
+            history["excess_demand"], history["price_dispersion"], logp,
+            numeraire=numeraire, tol=tol, references=references,
+            log_min=history.get("log_min"), log_max=history.get("log_max"), space=space,
+            stop=stop,
+        )  # fmt: skip
     ev = verdict.evidence
     rounds_to_tol = ev.get("rounds_to_tol") if verdict.status == "converged" else None
     return {
