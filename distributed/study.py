@@ -684,7 +684,9 @@ def plot_figures(results: list[dict], out: Path) -> list[Path]:
                 ):
                     continue
                 t = r["trajectory"]
-                y = np.where(t["excess_demand"] > 0, t["excess_demand"], np.nan)
+                y = np.asarray(t["excess_demand"], dtype=float)
+                # a log axis takes positive finite values: diverged tails are cut at 1e12
+                y = np.where(np.isfinite(y) & (y > 0), np.minimum(y, 1e12), np.nan)
                 ax.semilogy(t["round"], y, color=colors[row["rule"]], ls=style(row), lw=1,
                             label=f"{row['rule']} {row['step_size']:g}: {row['status']}")  # fmt: skip
             ax.set(xlabel="round", ylabel="max relative excess demand",

@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -363,3 +364,25 @@ def test_a_failing_cell_is_an_error_row_and_exit_1(tmp_path, capsys, monkeypatch
     (row,) = [r for r in _rows(out) if r["scenario"] == "cobb-douglas"]
     assert row["status"] == "error" and row["reason"] == "FloatingPointError: kernel blew up"
     assert {r["status"] for r in _rows(out) if r["scenario"] == "scarf"} != {"error"}
+
+
+def test_figures_survive_infinite_excess_demand(tmp_path):
+    """A diverged cell's trajectory ends in inf / nan: the log-scale convergence plot must
+    still be drawn (regression: matplotlib raised OverflowError on inf)."""
+    from distributed.study import plot_figures
+
+    rounds = np.arange(0, 50)
+    excess = np.geomspace(0.1, 1e200, 50)
+    excess[-3:] = [np.inf, np.nan, np.inf]
+    prices = np.column_stack([np.ones(50), np.geomspace(1, 1e100, 50), np.ones(50)])
+    prices[-1] = np.inf
+    row = {
+        "scenario": "scarf", "mode": "central", "market": "flat", "seed": 0, "rule": "additive",
+        "step_size": 0.1, "status": "diverged", "goods": 3, "_goods": ["a", "b", "c"],
+        "_references": [[1.0, 1.0, 1.0]],
+    }  # fmt: skip
+    traj = {"round": rounds, "excess_demand": excess, "price_dispersion": np.zeros(50),
+            "prices": prices}  # fmt: skip
+    paths = plot_figures([{"row": row, "trajectory": traj}], tmp_path)
+    assert {p.name for p in paths} == {"convergence-scarf.png", "simplex-scarf.png"}
+    assert all(p.stat().st_size > 1000 for p in paths)
