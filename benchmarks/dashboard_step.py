@@ -9,35 +9,9 @@ test's step_render_seconds.txt artifact for the time as seen in Chromium).
 
 from __future__ import annotations
 
-import io
 import os
-import statistics
-import time
 
-from matplotlib.figure import Figure
-
-from dashboard.drawing import draw_metrics, draw_network, sample_network
-from environment.model import MarketModel
-
-
-def step_seconds(agents: int, max_drawn: int, steps: int = 7) -> tuple[float, str]:
-    model = MarketModel("default", agents=agents, mesa_agents=False, seed=7)
-    sample = sample_network(model.network, max_drawn, 7)
-    times = []
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        model.step()
-        for draw in ("network", "metrics"):
-            fig = Figure(figsize=(6.4, 5.2), dpi=80)
-            if draw == "network":
-                draw_network(fig, model, sample)
-            else:
-                frame = model.datacollector.get_model_vars_dataframe()
-                draw_metrics(fig, frame, model.economy.goods)
-            fig.savefig(io.BytesIO(), format="png")
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:]), sample.describe()
-
+from dashboard.drawing import step_seconds
 
 if __name__ == "__main__":
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

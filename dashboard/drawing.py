@@ -179,7 +179,7 @@ def draw_network(fig: Figure, model, sample: NetworkSample, colour_by: str = "pr
         span = float(np.abs(dev[finite]).max()) if finite.any() else 0.0
         span = max(span, MIN_COLOUR_SPAN)
         sc = ax.scatter(pos[:, 0], pos[:, 1], s=sizes, c=dev, cmap="coolwarm", vmin=-span,
-                        vmax=span, edgecolors="0.35", linewidths=0.2, zorder=2)  # fmt: skip
+                        vmax=span, edgecolors="none", zorder=2)  # fmt: skip
         fig.colorbar(sc, ax=ax, shrink=0.8, label="log-price deviation from network mean")
     ax.set_title(f"round {model.round}\n{sample.describe()}; size = wealth", fontsize="small")
     ax.set_xlim(extent[0], extent[1])
@@ -229,3 +229,34 @@ def draw_metrics(fig: Figure, metrics, goods) -> None:
         ax2.plot(rounds, metrics[f"price_{good}"].to_numpy(dtype=float), label=good)
     ax2.set(xlabel="round", ylabel="network-mean price")
     ax2.legend(loc="upper right", fontsize="small", ncols=2)
+
+
+def step_seconds(agents: int, max_drawn: int, steps: int = 7) -> tuple[float, str]:
+    """Median seconds of one dashboard step: round + network and metrics pictures as PNG.
+
+    The default scenario with ``agents`` agents (seed 7), what the two picture components
+    render; the first step (loading compiled kernels) is not counted. Returns the median
+    and :meth:`NetworkSample.describe`.
+    """
+    import io
+    import statistics
+    import time
+
+    from environment.model import MarketModel
+
+    model = MarketModel("default", agents=agents, mesa_agents=False, seed=7)
+    sample = sample_network(model.network, max_drawn, 7)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        model.step()
+        for draw in ("network", "metrics"):
+            fig = Figure(figsize=(6.4, 5.2), dpi=80)
+            if draw == "network":
+                draw_network(fig, model, sample)
+            else:
+                frame = model.datacollector.get_model_vars_dataframe()
+                draw_metrics(fig, frame, model.economy.goods)
+            fig.savefig(io.BytesIO(), format="png", pil_kwargs={"compress_level": 1})
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:]), sample.describe()
