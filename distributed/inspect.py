@@ -82,9 +82,18 @@ def _vec(values, digits: int = 6) -> str:
 
 
 def deviations(run: RunFolder) -> np.ndarray:
-    """Per agent, root-mean-square log-price deviation from the network mean; (n_agents,)."""
-    logp = np.log(run.prices())
-    return np.sqrt(((logp - logp.mean(axis=0)) ** 2).mean(axis=1))
+    """Per agent, root-mean-square log-price deviation from the network mean; (n_agents,).
+
+    Agents with a non-finite or non-positive price (a diverged run) get ``inf``: they are
+    the first outliers.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = np.log(run.prices())
+        bad = ~np.isfinite(logp).all(axis=1)
+        mean = logp[~bad].mean(axis=0) if (~bad).any() else np.zeros(logp.shape[1])
+        dev = np.sqrt(((logp - mean) ** 2).mean(axis=1))
+    dev[bad] = np.inf
+    return dev
 
 
 # ---- the two views ----------------------------------------------------------------------
@@ -116,6 +125,9 @@ def summary_text(run: RunFolder, top: int = 5, width: int = 60) -> str:
     for name, values in curves:
         line, lo, hi = sparkline(_log10(values), width)
         lines.append(f"  {name:13s} |{line}|  {lo:+.1f} .. {hi:+.1f}")
+    if s["graph"] == "central":
+        lines.append("price outliers: none (central auctioneer: every agent has its prices)")
+        return "\n".join(lines)
     dev = deviations(run)
     k = min(top, run.n_agents)
     order = np.argsort(-dev, kind="stable")[:k]

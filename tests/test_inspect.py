@@ -114,3 +114,18 @@ def test_bad_input_is_one_line_and_exit_2(args, phrase, run_dir, tmp_path, capsy
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("run.py inspect: error: "), err
     assert phrase in err and "Traceback" not in err + out
+
+
+def test_deviation_ranks_non_finite_prices_first():
+    import pyarrow as pa
+
+    from distributed.export import RunFolder
+    from distributed.inspect import deviations
+
+    agents = pa.table({"id": [0, 1, 2], "price_a": [1.0, 1.0, 1.0],
+                       "price_b": [2.0, 8.0, np.inf]})  # fmt: skip
+    folder = RunFolder(None, {"goods": ["a", "b"]}, agents, pa.table({}), None)
+    dev = deviations(folder)
+    # log-mean of b over the finite agents is log 4: both are log 2 away in b, 0 in a.
+    np.testing.assert_allclose(dev[:2], np.log(2) / np.sqrt(2))
+    assert dev[2] == np.inf
