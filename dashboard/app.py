@@ -95,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     root = str(Path(__file__).resolve().parents[1])
+    # No calls home: Solara's version check and usage telemetry are off.
     env = dict(os.environ, TATONNET_DASHBOARD=json.dumps(config))
+    env.setdefault("SOLARA_TELEMETRY_MIXPANEL_ENABLE", "False")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     cmd = [
         sys.executable, "-m", "solara", "run", "dashboard.page", "--host", args.host,
-        "--port", str(args.port), "--production", "--no-open",
+        "--port", str(args.port), "--production", "--no-open", "--no-check-version",
     ]  # fmt: skip
     print(f"tatonnet dashboard: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
     try:
