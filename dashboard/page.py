@@ -43,8 +43,8 @@ class DashboardModel(MarketModel):
     """A :class:`MarketModel` with the dashboard's inputs as keyword arguments.
 
     SolaraViz re-creates the model from these on *Reset*. A bad combination (e.g. a step
-    size the rule refuses) does not crash the page: the previous valid settings are used
-    and ``error`` holds the one-line message shown in the page.
+    size the rule refuses) does not crash the page: the starting settings are used and
+    ``error`` holds the one-line message shown in the page.
     """
 
     def __init__(
@@ -82,7 +82,11 @@ def RoundInfo(model: DashboardModel):
     update_counter.get()
     m = model.metrics
     verdict = model.verdict.status if model.verdict is not None else "running"
-    roles = "role" if roles_of(model) is not None and model.colour_by == "role" else "price"
+    has_roles = roles_of(model) is not None
+    if model.colour_by == "role":
+        roles = "role" if has_roles else "price (this model has no roles: no trade)"
+    else:
+        roles = "price deviation"
     with solara.Column():
         solara.Markdown(
             f"**Round: {model.round}** &nbsp; status: {verdict}  \n"
@@ -117,8 +121,8 @@ def make_page(start: dict | None = None):
     )  # fmt: skip
     d = model.config.dynamics
     params = {
-        "market": {"type": "Select", "value": start["market"], "values": builtin_names(),
-                   "label": "scenario"},
+        "market": {"type": "Select", "value": start["market"], "label": "scenario",
+                   "values": sorted(set(builtin_names()) | {start["market"]})},
         "agents": {"type": "SliderInt", "value": model.economy.n_agents, "min": 50,
                    "max": 20_000, "step": 50, "label": "agents"},
         "graph": {"type": "Select", "value": model.config.network.kind,
