@@ -11,6 +11,8 @@ everything is written. Layout of ``DIR``:
   "agents")``), one part per shard, written by the shards in parallel: per agent ``id``,
   ``group``, ``family``, ``price_<good>`` (final prices), ``excess_<good>`` (final excess
   demand at own prices), ``wealth``
+* ``edges.parquet`` — the network, one row per undirected edge: ``source`` < ``target``
+  (agent ids, int64); no rows under ``central``
 * ``convergence.png`` — excess demand and dispersion per round, and mean prices
 """
 
@@ -113,6 +115,7 @@ def write_results(result, work: Path, out: Path | None = None) -> None:
     else:
         (work / "agents").mkdir(exist_ok=True)
         pq.write_table(agent_table(model), work / "agents" / "part-0000.parquet")
+    pq.write_table(edge_table(model.network), work / "edges.parquet")
     plot_convergence(metrics, result, work / "convergence.png")
 
 
@@ -134,6 +137,17 @@ def agent_table(model) -> pa.Table:
         np.arange(economy.n_agents), model.group, economy.family, economy.goods,
         prices, excess, economy.endowments,
     )  # fmt: skip
+
+
+def edge_table(network) -> pa.Table:
+    """The network's undirected edges: ``source`` < ``target``, int64; (n_edges,) each."""
+    if network.is_central:
+        empty = np.empty(0, dtype=np.int64)
+        return pa.table({"source": empty, "target": empty})
+    rows = np.repeat(np.arange(network.n_agents, dtype=np.int64), np.diff(network.indptr))
+    cols = network.indices.astype(np.int64)
+    keep = rows < cols
+    return pa.table({"source": rows[keep], "target": cols[keep]})
 
 
 def agent_columns(ids, group, family, goods, prices, excess, endowments) -> pa.Table:

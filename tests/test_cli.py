@@ -324,7 +324,8 @@ def test_successful_run_exits_zero_and_writes_the_summary(finished_run):
     code, out = finished_run
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "agents", "convergence.png", "metrics.parquet", "run.json", "summary.json",
+        "agents", "convergence.png", "edges.parquet", "metrics.parquet", "run.json",
+        "summary.json",
     ]  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     missing = SUMMARY_KEYS - summary.keys()

@@ -1,0 +1,114 @@
+"""``python run.py dashboard``: start the live dashboard (a Solara server) and print its URL.
+
+python run.py dashboard                           # http://127.0.0.1:8765/
+python run.py dashboard --scenario scarf --graph central --port 9000
+python run.py dashboard --agents 10000            # draws 2,000 of them (--max-drawn)
+
+Equivalent without run.py: ``TATONNET_DASHBOARD='{"agents": 500}' solara run dashboard.page``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from agents.rules import RuleError
+from environment.economy import EconomyError
+from environment.network import NetworkError
+from environment.scenario import ScenarioError
+
+EXIT_USAGE = 2
+USER_ERRORS = (ScenarioError, RuleError, NetworkError, EconomyError, ValueError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # noqa: D401
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="run.py dashboard",
+        description="Live dashboard (Mesa SolaraViz): the network coloured by price deviation, "
+        "excess demand and dispersion per round, step / play / reset and scenario controls.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, default=8765, help="port (default 8765)")
+    p.add_argument("--scenario", default="default", help="built-in scenario or TOML file")
+    p.add_argument("--agents", type=_positive_int, default=1000, help="agents (default 1000)")
+    p.add_argument("--graph", help="network kind (overrides the scenario)")
+    p.add_argument("--rule", help="price-update rule")
+    p.add_argument("--step-size", type=float, help="step size of the rule")
+    p.add_argument("--signal", choices=("tracking", "local"))
+    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--max-drawn", type=_positive_int, default=2000,
+        help="draw all agents up to this many, else a breadth-first sample of this size",
+    )  # fmt: skip
+    return p
+
+
+def check_options(args) -> dict:
+    """Validate the starting options by building the scenario; the page's JSON config."""
+    from environment.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario).with_overrides(
+        agents=args.agents, graph=args.graph, rule=args.rule, step_size=args.step_size,
+        signal=args.signal, seed=args.seed,
+    )  # fmt: skip
+    scenario.dynamics.make_rule()
+    return {
+        "market": args.scenario, "agents": args.agents, "graph": args.graph,
+        "rule": args.rule, "step_size": args.step_size, "signal": args.signal,
+        "seed": args.seed, "max_drawn": args.max_drawn,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = check_options(args)
+    except USER_ERRORS as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with socket.socket() as s:
+            s.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    root = str(Path(__file__).resolve().parents[1])
+    # No calls home: Solara's version check and usage telemetry are off.
+    env = dict(os.environ, TATONNET_DASHBOARD=json.dumps(config))
+    env.setdefault("SOLARA_TELEMETRY_MIXPANEL_ENABLE", "False")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    cmd = [
+        sys.executable, "-m", "solara", "run", "dashboard.page", "--host", args.host,
+        "--port", str(args.port), "--production", "--no-open", "--no-check-version",
+    ]  # fmt: skip
+    print(f"tatonnet dashboard: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    try:
+        return subprocess.call(cmd, env=env, cwd=root)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
