@@ -698,10 +698,14 @@ def plot_figures(results: list[dict], out: Path) -> list[Path]:
         written.append(path)
         if runs[0]["row"]["goods"] != 3:
             continue
-        fig, axes = plt.subplots(1, len(rules), figsize=(4 * len(rules), 4.4), squeeze=False,
+        ncols = min(4, len(rules))
+        nrows = math.ceil(len(rules) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 4.4 * nrows), squeeze=False,
                                  constrained_layout=True)  # fmt: skip
+        for ax in axes.flat[len(rules) :]:
+            ax.set_axis_off()
         corners = _simplex_xy(np.eye(3))
-        for ax, rule in zip(axes[0], rules, strict=True):
+        for ax, rule in zip(axes.flat, rules, strict=False):
             ax.plot(*np.vstack([corners, corners[:1]]).T, color="grey", lw=0.8)
             for (x, y), good, va in zip(corners, runs[0]["row"]["_goods"], ("top", "top", "bottom"),
                                         strict=True):  # fmt: skip
