@@ -392,6 +392,8 @@ def run_cell(cell: Cell) -> dict:
         "market": cell.market,
         "rule": cell.rule,
         "step_size": rule.step_size,
+        "hyperparameters": " ".join(f"{k}={v:g}" for k, v in dict(cell.hyperparameters).items()),
+        "_hyper": dict(cell.hyperparameters),
         "seed": cell.seed,
         "max_rounds": cell.rounds,
         "tol": cell.tol,
@@ -457,6 +459,7 @@ def _finish_row(row, final, references, method, equilibrium_module) -> dict:
     for key in ("reached", "period"):
         row.setdefault(key, None)
     row.setdefault("evidence", "")
+    row.setdefault("hyperparameters", "")
     for key in ("exchanges_per_round", "messages_per_round", "messages", "floats"):
         row.setdefault(key, 0)
     for key in ("excess_demand", "price_dispersion"):
@@ -540,7 +543,7 @@ def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bo
 # ---- outputs ------------------------------------------------------------------------------
 COLUMNS = [
     "cell", "sweep", "scenario", "mode", "graph", "agents", "goods", "market", "rule",
-    "step_size", "seed", "status", "rounds", "rounds_to_tol", "max_rounds", "tol",
+    "step_size", "hyperparameters", "seed", "status", "rounds", "rounds_to_tol", "max_rounds", "tol",
     "excess_demand", "price_dispersion", "prices", "equilibria", "reached", "nearest",
     "distance", "distances", "equilibrium_method", "period", "evidence",
     "exchanges_per_round", "messages_per_round", "messages", "floats", "reason",
@@ -564,7 +567,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 MD_COLUMNS = [
-    "scenario", "mode", "market", "agents", "rule", "step_size", "seed", "status", "rounds",
+    "scenario", "mode", "market", "agents", "rule", "step_size", "hyperparameters", "seed",
+    "status", "rounds",
     "rounds_to_tol", "excess_demand", "reached", "distances", "evidence", "messages",
 ]  # fmt: skip
 
@@ -605,6 +609,71 @@ def write_markdown(study: Study, rows: list[dict], path: Path, footer: str = "")
     if footer:
         buf.write(f"\n{footer}\n")
     path.write_text(buf.getvalue())
+
+
+SHORT = {"diverged": "div", "cycling": "cyc", "max_rounds": "max", "stalled": "stall",
+         "error": "err"}  # fmt: skip
+
+
+def _tally(statuses: list[str]) -> str:
+    """``converged/run`` and the other statuses: ``"2/6 · cyc 3, div 1"``; "" if none ran."""
+    ran = [s for s in statuses if s != "skipped"]
+    if not ran:
+        return "–"
+    others = {s: ran.count(s) for s in dict.fromkeys(ran) if s != "converged"}
+    text = f"{ran.count('converged')}/{len(ran)}"
+    if others:
+        text += " · " + ", ".join(f"{SHORT.get(k, k)} {n}" for k, n in others.items())
+    return text
+
+
+def headline_tables(rows: list[dict]) -> str:
+    """The README's verdict tables: converged cells per rule and scenario (central, then
+    network flat / layered), then every Scarf cell (status and rounds)."""
+    rules = list(dict.fromkeys(r["rule"] for r in rows))
+    out = []
+    for mode, markets, title in (
+        ("central", ("flat",), "Central auctioneer: converged cells / cells run (step sizes x seeds)"),
+        ("network", ("flat", "layered"), "Decentralized, 2,000 agents on each scenario's network: "
+         "converged / run, flat market | with the merchant layer"),
+    ):  # fmt: skip
+        sel = [r for r in rows if r["mode"] == mode]
+        if not sel:
+            continue
+        scenarios = list(dict.fromkeys(r["scenario"] for r in sel))
+        out += [f"**{title}** (div = diverged, cyc = cycling, max = undecided at the round "
+                "budget; – = cannot run)", "",
+                "| rule | " + " | ".join(scenarios) + " |",
+                "|---|" + "---|" * len(scenarios)]  # fmt: skip
+        for rule in rules:
+            cells = []
+            for sc in scenarios:
+                parts = [_tally([r["status"] for r in sel if r["rule"] == rule
+                                 and r["scenario"] == sc and r["market"] == m])
+                         for m in markets]  # fmt: skip
+                cells.append(" \\| ".join(parts) if len(parts) > 1 else parts[0])
+            out.append(f"| {rule} | " + " | ".join(cells) + " |")
+        out.append("")
+    scarf = [r for r in rows if r["scenario"] == "scarf" and r["status"] != "skipped"]
+    if scarf:
+        out += ["**Scarf's economy, every cell** (status and rounds run; every converged "
+                "cell reached the equilibrium (1, 1, 1))", "",
+                "| rule | central | network, flat | network, layered |", "|---|---|---|---|"]  # fmt: skip
+        for rule in rules:
+            cols = []
+            for mode, market in (("central", "flat"), ("network", "flat"), ("network", "layered")):
+                sel = [r for r in scarf if r["rule"] == rule and r["mode"] == mode
+                       and r["market"] == market]  # fmt: skip
+                extra = lambda r: "".join(  # noqa: E731
+                    f", {k}={v:g}" for k, v in r.get("_hyper", {}).items() if k != "step_size"
+                )
+                cols.append("; ".join(
+                    f"η={r['step_size']:g}{extra(r)}: {SHORT.get(r['status'], r['status'])} "
+                    f"{r['rounds']}" for r in sel) or "–")  # fmt: skip
+            if any(c != "–" for c in cols):
+                out.append(f"| {rule} | " + " | ".join(cols) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def write_timing(rows: list[dict], path: Path) -> None:
@@ -796,6 +865,7 @@ def main(argv: list[str] | None = None) -> int:
             write_markdown(study, rows, work / "verdicts.md", footer)
             write_trajectories(results, work / "cells.parquet")
             write_timing(rows, work / "timing.csv")
+            (work / "headline.md").write_text(headline_tables(rows) + "\n")
             plot_figures(results, work)
     except (StudyError, OutputError, cluster.ClusterError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

@@ -386,3 +386,26 @@ def test_figures_survive_infinite_excess_demand(tmp_path):
     paths = plot_figures([{"row": row, "trajectory": traj}], tmp_path)
     assert {p.name for p in paths} == {"convergence-scarf.png", "simplex-scarf.png"}
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_headline_tables_count_what_ran():
+    """Converged / run per rule and scenario, skipped cells left out, other statuses named."""
+    from distributed.study import headline_tables
+
+    def row(rule, scenario, status, mode="central", market="flat", step=0.1, rounds=10):
+        return {"rule": rule, "scenario": scenario, "status": status, "mode": mode,
+                "market": market, "step_size": step, "rounds": rounds}  # fmt: skip
+
+    rows = [
+        row("entropic", "scarf", "diverged", rounds=600),
+        row("entropic", "scarf", "cycling", step=0.05, rounds=4000),
+        row("newton", "scarf", "converged", rounds=3),
+        row("newton", "scarf", "skipped", mode="network", market="layered"),
+        row("entropic", "cobb-douglas", "converged"),
+        row("entropic", "cobb-douglas", "converged", step=0.05),
+    ]
+    text = headline_tables(rows)
+    assert "| entropic | 0/2 · div 1, cyc 1 | 2/2 |" in text
+    assert "| newton | 1/1 | – |" in text
+    assert "| entropic | η=0.1: div 600; η=0.05: cyc 4000 | – | – |" in text
+    assert "| newton | η=0.1: converged 3 | – | – |" in text
