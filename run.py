@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 from pathlib import Path
 
-EXIT_USAGE = 2
+from distributed.cli import (
+    EXIT_USAGE,
+    OneLineParser,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
 DEFAULT_WORKERS = 2
 
 #: ``python run.py NAME ...`` hands the remaining arguments to ``MODULE.main(argv)``.
@@ -27,50 +33,13 @@ SUBCOMMANDS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit code 2)."""
-
-    def error(self, message):  # noqa: D401
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from agents.rules import RULES
     from environment.network import GENERATORS
     from environment.scenario import builtin_names
 
     rules = "\n".join(f"  {name:15s} {cls.describe()}" for name, cls in sorted(RULES.items()))
-    parser = _Parser(
+    parser = OneLineParser(
         prog="run.py",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
@@ -96,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--agents",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="number of agents (agent groups keep their proportions)",
     )
-    parser.add_argument("--goods", type=_positive_int, metavar="G", help="number of goods")
+    parser.add_argument("--goods", type=positive_int, metavar="G", help="number of goods")
     parser.add_argument(
         "--graph",
         choices=GENERATORS,
@@ -112,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--step-size",
-        type=_positive_float,
+        type=positive_float,
         metavar="ETA",
         help="step size of the price-update rule",
     )
@@ -123,13 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the network's excess demand; reaches the equilibrium) or 'local' "
         "(their neighbourhood's excess demand only; prices may stay dispersed)",
     )
-    parser.add_argument("--rounds", type=_positive_int, metavar="R", help="maximum rounds")
+    parser.add_argument("--rounds", type=positive_int, metavar="R", help="maximum rounds")
     parser.add_argument(
         "--tol",
-        type=_positive_float,
+        type=positive_float,
         help="convergence tolerance on excess demand and price dispersion",
     )
-    parser.add_argument("--seed", type=_non_negative_int, help="random seed of the scenario")
+    parser.add_argument("--seed", type=non_negative_int, help="random seed of the scenario")
     parser.add_argument(
         "--out",
         type=Path,
@@ -139,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument(
         "--workers",
-        type=_non_negative_int,
+        type=non_negative_int,
         metavar="K",
         help="Ray workers (default 2, on a local Ray started for the run; 1 for economies "
         "of a single 2,048-agent block); 0 or 1 run in this process",
@@ -152,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--checkpoint-every",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         metavar="R",
         help="checkpoint every R rounds: a lost worker is recovered from the "
@@ -164,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue the interrupted run whose --out was DIR",
     )
-    parser.add_argument("--kill-worker-at-round", type=_positive_int, help=argparse.SUPPRESS)
+    parser.add_argument("--kill-worker-at-round", type=positive_int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-reference",
         dest="reference",

@@ -18,46 +18,31 @@ import sys
 from pathlib import Path
 
 from agents.rules import RuleError
+from distributed.cli import EXIT_USAGE, OneLineParser, positive_int
 from environment.economy import EconomyError
 from environment.network import NetworkError
 from environment.scenario import ScenarioError
 
-EXIT_USAGE = 2
 USER_ERRORS = (ScenarioError, RuleError, NetworkError, EconomyError, ValueError)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # noqa: D401
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="run.py dashboard",
         description="Live dashboard (Mesa SolaraViz): the network coloured by price deviation, "
         "excess demand and dispersion per round, step / play / reset and scenario controls.",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=_positive_int, default=8765, help="port (default 8765)")
+    p.add_argument("--port", type=positive_int, default=8765, help="port (default 8765)")
     p.add_argument("--scenario", default="default", help="built-in scenario or TOML file")
-    p.add_argument("--agents", type=_positive_int, default=1000, help="agents (default 1000)")
+    p.add_argument("--agents", type=positive_int, default=1000, help="agents (default 1000)")
     p.add_argument("--graph", help="network kind (overrides the scenario)")
     p.add_argument("--rule", help="price-update rule")
     p.add_argument("--step-size", type=float, help="step size of the rule")
     p.add_argument("--signal", choices=("tracking", "local"))
     p.add_argument("--seed", type=int)
     p.add_argument(
-        "--max-drawn", type=_positive_int, default=2000,
+        "--max-drawn", type=positive_int, default=2000,
         help="draw all agents up to this many, else a breadth-first sample of this size",
     )  # fmt: skip
     return p

@@ -19,21 +19,16 @@ import sys
 
 import numpy as np
 
+from distributed.cli import EXIT_USAGE, OneLineParser
 from distributed.export import FORMATS, ExportError, RunFolder, export_run, open_run
 
-EXIT_USAGE = 2
 #: ``--history`` replays at most this many agent-rounds (~1 minute on one core).
 REPLAY_LIMIT = 100_000_000
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # noqa: D401
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="run.py inspect",
         description="Summarize a finished run folder (status, convergence curve, price "
         "outliers), one agent (--agent), or export it (--export).",

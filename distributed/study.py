@@ -56,10 +56,10 @@ import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from distributed.cli import EXIT_USAGE, OneLineParser, non_negative_int
 from environment.scenario import BUILTIN_DIR
 
 STUDIES_DIR = BUILTIN_DIR.parent / "studies"
-EXIT_USAGE = 2
 MARKETS = ("flat", "layered")
 #: Trajectory points kept per cell in ``cells.parquet`` and the figures.
 KEEP_POINTS = 400
@@ -807,15 +807,8 @@ def plot_figures(results: list[dict], out: Path) -> list[Path]:
 
 
 # ---- command line -------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # noqa: D401
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from run import _non_negative_int
-
-    parser = _Parser(
+    parser = OneLineParser(
         prog="run.py study",
         description=(
             "Run a grid of scenarios x rules x step sizes x seeds (x central/network, flat/"
@@ -833,7 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="result folder (default: runs/study-<name>)")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--workers", type=_non_negative_int, default=2, metavar="K",
+    parser.add_argument("--workers", type=non_negative_int, default=2, metavar="K",
                         help="Ray workers (default 2, local Ray); 0 runs in this process")  # fmt: skip
     parser.add_argument("--address", metavar="HOST:PORT", help="join an existing Ray cluster")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
