@@ -32,6 +32,8 @@ result is bit-identical to a fault-free run.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 
 import numpy as np
 
@@ -282,6 +284,9 @@ class TradeShard:
         self.logs = [a.copy() for a in state["logs"]]
         self.escrow, self.escrow_in = {}, []
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def set_fail(self, at) -> None:
         self.fail_at = at
 
@@ -291,11 +296,12 @@ class ShardedTrade:
 
     ``use_ray=True`` makes each shard a Ray actor (``ray.remote(num_cpus=1)``); every phase
     is then one batched ``ray.get``. ``checkpoint_every`` rounds, the driver keeps every
-    shard's state (in driver memory); a :class:`ShardFailed` (raised in a shard, in
-    process or in a Ray actor) restores all shards from it and replays the lost rounds
-    (at most ``max_recoveries`` times). A Ray actor that *dies* is not recovered here
-    (the tâtonnement engine's restart logic is not wired in): its ``RayActorError``
-    propagates.
+    shard's state (in driver memory). A :class:`ShardFailed` raised in a shard (in process
+    or in a Ray actor) restores all shards from that checkpoint and replays the lost
+    rounds; a Ray actor that *dies* (its process killed: ``RayActorError`` /
+    ``WorkerCrashedError``) has every actor killed and restarted from the same
+    checkpoint. Either way the result is bit-identical to an undisturbed run; after
+    ``max_recoveries`` recoveries the error propagates.
     """
 
     def __init__(
@@ -342,6 +348,41 @@ class ShardedTrade:
             return ray.get(refs)
         return [getattr(s, method)(*a) for s, a in zip(self.shards, args, strict=True)]
 
+    @property
+    def pids(self) -> list[int]:
+        """Process id of every shard (the driver's own in process)."""
+        return self._call("pid")
+
+    def kill_worker(self, k: int) -> None:
+        """SIGKILL the Ray actor process of shard ``k`` (a test hook)."""
+        if not self.use_ray:
+            raise tr.TradeError("kill_worker needs Ray actors (use_ray=True)")
+        os.kill(self.pids[k], signal.SIGKILL)
+
+    @staticmethod
+    def _worker_lost(exc: BaseException) -> bool:
+        try:
+            import ray.exceptions
+        except ImportError:  # pragma: no cover
+            return False
+        return isinstance(exc, ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError)
+
+    def close(self) -> None:
+        """Stop the Ray actors (their CPUs go back to the cluster); in process, nothing."""
+        if self.use_ray:
+            import ray
+
+            for shard in self.shards:
+                ray.kill(shard, no_restart=True)
+        self.shards = []
+
+    def _restart_actors(self) -> None:
+        import ray
+
+        for shard in self.shards:
+            ray.kill(shard, no_restart=True)
+        self._start()
+
     def fail(self, shard: int, rnd: int, phase: str) -> None:
         """Test hook: shard ``shard`` raises in ``phase`` ('prepare' or 'commit') of ``rnd``."""
         args = [(None,)] * len(self.shards)
@@ -370,12 +411,20 @@ class ShardedTrade:
             try:
                 self._round()
                 self.round += 1
-            except ShardFailed as exc:
+            except Exception as exc:
+                lost = self.use_ray and self._worker_lost(exc)
+                if not (isinstance(exc, ShardFailed) or lost):
+                    raise
                 if len(self.recoveries) >= self.max_recoveries:
                     raise
-                ledger = np.sum(self._call("ledger"), axis=0)  # holdings + escrow
-                error = str(exc).splitlines()[0]
-                self.recoveries.append({"round": self.round, "error": error, "ledger": ledger})
+                if lost:  # the dead actor's books are gone: restart all from the checkpoint
+                    ledger = None
+                    self._restart_actors()
+                else:
+                    ledger = np.sum(self._call("ledger"), axis=0)  # holdings + escrow
+                error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                self.recoveries.append({"round": self.round, "error": error, "ledger": ledger,
+                                        "worker_lost": lost})  # fmt: skip
                 self._call("restore", [(st,) for st in self._checkpoint])
                 self.round = self._checkpoint[0]["round"]
                 continue

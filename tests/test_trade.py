@@ -341,6 +341,20 @@ def test_ray_shards_are_bit_identical_and_recover():
         np.testing.assert_allclose(engine.recoveries[0]["ledger"], economy.supply, rtol=1e-12)
         assert np.array_equal(state.holdings, reference.state.holdings)
         assert np.array_equal(log, reference.log)
+        engine.close()
+
+        # a shard's process killed between rounds: all actors restart from the checkpoint
+        engine = ShardedTrade(economy, network, config, 3, use_ray=True, checkpoint_every=5)
+        engine.run(12)
+        engine.kill_worker(1)
+        engine.run(8)
+        state, log = engine.gather()
+        assert [r["worker_lost"] for r in engine.recoveries] == [True]
+        assert engine.recoveries[0]["round"] == 12
+        assert np.array_equal(state.holdings, reference.state.holdings)
+        assert np.array_equal(log, reference.log)
+        np.testing.assert_allclose(state.holdings.sum(axis=0), economy.supply, rtol=1e-12)
+        engine.close()
     finally:
         if started:
             ray.shutdown()
