@@ -8,8 +8,10 @@ from agents.rules.base import PriceRule, gradient_step, register
 @register
 @dataclasses.dataclass(frozen=True)
 class Extragradient(PriceRule):
-    """Extragradient tâtonnement: a look-ahead log-price step, then the step from the start
-    with the excess demand seen at the look-ahead prices (two exchanges per round).
+    """Extragradient: step from the start with the excess demand at a look-ahead step.
+
+    A look-ahead log-price step, then the step from the start with the excess demand seen
+    at the look-ahead prices (two exchanges per round).
 
     Notes
     -----

@@ -8,8 +8,10 @@ from agents.rules.base import PriceRule, RuleError, gradient_step, register
 @register
 @dataclasses.dataclass(frozen=True)
 class Newton(PriceRule):
-    """Newton tâtonnement: damped (Levenberg–Marquardt) Newton steps on log-prices, from the
-    analytic excess-demand Jacobian (aggregated over the network by gradient tracking).
+    """Newton tâtonnement: damped (Levenberg–Marquardt) Newton steps on log-prices.
+
+    From the analytic excess-demand Jacobian (aggregated over the network by gradient
+    tracking).
 
     Notes
     -----
