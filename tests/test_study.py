@@ -369,7 +369,7 @@ def test_a_failing_cell_is_an_error_row_and_exit_1(tmp_path, capsys, monkeypatch
 def test_figures_survive_infinite_excess_demand(tmp_path):
     """A diverged cell's trajectory ends in inf / nan: the log-scale convergence plot must
     still be drawn (regression: matplotlib raised OverflowError on inf)."""
-    from distributed.study import plot_figures
+    from distributed.study_report import plot_figures
 
     rounds = np.arange(0, 50)
     excess = np.geomspace(0.1, 1e200, 50)
@@ -390,7 +390,7 @@ def test_figures_survive_infinite_excess_demand(tmp_path):
 
 def test_headline_tables_count_what_ran():
     """Converged / run per rule and scenario, skipped cells left out, other statuses named."""
-    from distributed.study import headline_tables
+    from distributed.study_report import headline_tables
 
     def row(rule, scenario, status, mode="central", market="flat", step=0.1, rounds=10):
         return {"rule": rule, "scenario": scenario, "status": status, "mode": mode,
