@@ -179,11 +179,7 @@ class CentralExtragradient(CentralTatonnement):
             zh = self._aggregate(np.exp(uh))
             u_new = _central_log_step(u, self.rule.step_size * zh / supply, num)
             prices = np.exp(u_new)
-        excess = self._aggregate(prices)
-        new = MarketState(u_new[None, :], excess[None, :], excess[None, :], state.buffers,
-                          state.round + 1)  # fmt: skip
-        logp = np.log(prices)
-        return new, RoundMetrics(new.round, excess / supply, prices, logp, logp)
+        return self.post(state, u_new, prices)
 
 
 def _central_log_step(u: np.ndarray, delta: np.ndarray, numeraire: int) -> np.ndarray:
@@ -297,12 +293,7 @@ class CentralNewton(CentralTatonnement):
         u_new = u.copy()
         u_new[free] += rule.step_size * d
         u_new[self.economy.numeraire] = 0.0
-        prices = np.exp(u_new)
-        excess = self._aggregate(prices)
-        new = MarketState(u_new[None, :], excess[None, :], excess[None, :], state.buffers,
-                          state.round + 1)  # fmt: skip
-        logp = np.log(prices)
-        return new, RoundMetrics(new.round, excess / supply, prices, logp, logp)
+        return self.post(state, u_new, np.exp(u_new))
 
 
 @register_dynamics("newton")

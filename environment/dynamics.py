@@ -250,13 +250,16 @@ class CentralTatonnement:
         signal = state.excess[0] / self.supply
         coords = auctioneer_step(self.rule, state.coords[0], signal, state.buffers[0],
                                  self.economy.numeraire)  # fmt: skip
-        prices = prices_from_coords(coords, self.space)
+        return self.post(state, coords, prices_from_coords(coords, self.space))
+
+    def post(self, state: MarketState, coords: np.ndarray, prices: np.ndarray):
+        """The auctioneer posts ``prices`` (coordinates ``coords``, both (g,)): aggregate
+        excess demand there; returns ``(new_state, metrics)`` one round after ``state``."""
         excess = self._aggregate(prices)
         new = MarketState(coords[None, :], excess[None, :], excess[None, :], state.buffers,
                           state.round + 1)  # fmt: skip
         logp = np.log(prices)
-        metrics = RoundMetrics(new.round, excess / self.supply, prices, logp, logp)
-        return new, metrics
+        return new, RoundMetrics(new.round, excess / self.supply, prices, logp, logp)
 
     def prices(self, state: MarketState) -> np.ndarray:
         return prices_from_coords(state.coords, self.space)
