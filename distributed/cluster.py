@@ -82,6 +82,15 @@ def connect(workers: int, address: str | None = None, object_store_bytes: int | 
     return f"local ray ({workers} CPUs)"
 
 
+def is_worker_loss(exc: BaseException) -> bool:
+    """True when ``exc`` says a Ray actor's process died (not an error raised in its code)."""
+    try:
+        import ray.exceptions
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError)
+
+
 def shutdown() -> None:
     import ray
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.rules import PriceRule
+from distributed import cluster
 from distributed.partition import Partition, partition
 from distributed.shard import Shard, ShardSpec, build_specs
 from environment import kernel
@@ -188,7 +189,7 @@ class ShardEngine:
                 metrics = self._central_round() if self.central else self._network_round()
                 break
             except Exception as exc:  # a dead Ray worker surfaces here
-                if not self._is_worker_loss(exc):
+                if not cluster.is_worker_loss(exc):
                     raise
                 self._recover(from_round)
         self.round += 1
@@ -233,14 +234,6 @@ class ShardEngine:
         return RoundMetrics(self.round + 1, excess / self.supply, prices, logp, logp)
 
     # ---- faults, checkpoints ----------------------------------------------------------------
-    @staticmethod
-    def _is_worker_loss(exc: Exception) -> bool:
-        try:
-            import ray.exceptions
-        except ImportError:  # pragma: no cover
-            return False
-        return isinstance(exc, ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError)
-
     def kill_worker(self, k: int) -> None:
         """SIGKILL the process of shard ``k`` (tests and the hidden CLI hook)."""
         if not self.use_ray:

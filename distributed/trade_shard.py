@@ -37,6 +37,7 @@ import signal
 
 import numpy as np
 
+from distributed.cluster import is_worker_loss
 from environment import trade as tr
 from environment.economy import Economy
 from environment.network import Network, sorted_unique
@@ -359,14 +360,6 @@ class ShardedTrade:
             raise tr.TradeError("kill_worker needs Ray actors (use_ray=True)")
         os.kill(self.pids[k], signal.SIGKILL)
 
-    @staticmethod
-    def _worker_lost(exc: BaseException) -> bool:
-        try:
-            import ray.exceptions
-        except ImportError:  # pragma: no cover
-            return False
-        return isinstance(exc, ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError)
-
     def close(self) -> None:
         """Stop the Ray actors (their CPUs go back to the cluster); in process, nothing."""
         if self.use_ray:
@@ -377,10 +370,7 @@ class ShardedTrade:
         self.shards = []
 
     def _restart_actors(self) -> None:
-        import ray
-
-        for shard in self.shards:
-            ray.kill(shard, no_restart=True)
+        self.close()
         self._start()
 
     def fail(self, shard: int, rnd: int, phase: str) -> None:
@@ -412,7 +402,7 @@ class ShardedTrade:
                 self._round()
                 self.round += 1
             except Exception as exc:
-                lost = self.use_ray and self._worker_lost(exc)
+                lost = self.use_ray and is_worker_loss(exc)
                 if not (isinstance(exc, ShardFailed) or lost):
                     raise
                 if len(self.recoveries) >= self.max_recoveries:
