@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distributed import study_report as report
 from distributed.cli import EXIT_USAGE, OneLineParser, non_negative_int
-from environment.scenario import BUILTIN_DIR
+from environment.scenario import BUILTIN_DIR, find_toml
 
 STUDIES_DIR = BUILTIN_DIR.parent / "studies"
 MARKETS = ("flat", "layered")
@@ -149,13 +149,10 @@ class Cell:
 
 def load_study(path_or_name: str | Path) -> Study:
     """Parse and validate a study file (a path, or a built-in name); raises StudyError."""
-    path = Path(path_or_name)
-    if not path.suffix and (STUDIES_DIR / f"{path_or_name}.toml").is_file():
-        path, source = STUDIES_DIR / f"{path_or_name}.toml", f"builtin:{path_or_name}"
-    elif path.is_file():
-        source = str(path)
-    else:
+    found = find_toml(path_or_name, STUDIES_DIR)
+    if found is None:
         raise StudyError(f"--grid {str(path_or_name)!r}: no such file")
+    path, source = found
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -363,18 +363,27 @@ def builtin_names() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
 
 
+def find_toml(name_or_path: str | Path, folder: Path) -> tuple[Path, str] | None:
+    """``(path, source)`` of a built-in TOML in ``folder`` named ``name_or_path`` (no
+    suffix), else of the file ``name_or_path``; None when neither exists. ``source`` is
+    ``builtin:NAME`` or the path, as results record it."""
+    path = Path(name_or_path)
+    if not path.suffix and (folder / f"{name_or_path}.toml").is_file():
+        return folder / f"{name_or_path}.toml", f"builtin:{name_or_path}"
+    if path.is_file():
+        return path, str(path)
+    return None
+
+
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """Load a built-in scenario by name, or a TOML file by path; raises ScenarioError."""
-    path = Path(name_or_path)
-    if not path.suffix and (BUILTIN_DIR / f"{name_or_path}.toml").is_file():
-        path, source = BUILTIN_DIR / f"{name_or_path}.toml", f"builtin:{name_or_path}"
-    elif path.is_file():
-        source = str(path)
-    else:
+    found = find_toml(name_or_path, BUILTIN_DIR)
+    if found is None:
         raise ScenarioError(
             f"scenario {str(name_or_path)!r}: not a built-in ({', '.join(builtin_names())}) "
             "and no such file"
         )
+    path, source = found
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
