@@ -226,22 +226,15 @@ def expand(study: Study) -> list[Cell]:
     return cells
 
 
-# ---- the adapter to the classifier, the equilibria and the layered market ----------------
-# Other modules grow richer versions of these (a Verdict with rounds to tolerance and the
-# equilibrium reached, an all-equilibria finder, the intermediary layer): this section is
-# the one place that calls them (merge here: swap the bodies, keep the return shapes).
-def equilibria_of(economy, seed: int = 0) -> tuple[list[np.ndarray], str]:
-    """Reference equilibria of the centralized economy and how they were found (the same
-    as ``run.py`` reports: :func:`environment.equilibrium.reference_equilibria`)."""
+# ---- verdicts, equilibria and markets of a cell -----------------------------------------
+def _safe_equilibria(economy, seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """The reference equilibria ``run.py`` reports
+    (:func:`environment.equilibrium.reference_equilibria`), with a solver failure recorded
+    instead of ending the study."""
     from environment import equilibrium
 
-    return equilibrium.reference_equilibria(economy, seed=seed)
-
-
-def _safe_equilibria(economy, seed: int = 0) -> tuple[list[np.ndarray], str]:
-    """:func:`equilibria_of`, with a solver failure recorded instead of ending the study."""
     try:
-        return equilibria_of(economy, seed)
+        return equilibrium.reference_equilibria(economy, seed=seed)
     except Exception as exc:  # noqa: BLE001  (recorded in the table, column equilibrium_method)
         return [], f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
