@@ -25,6 +25,8 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(0 if
     rm -rf .venv
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
+# -qq: pip's and the build backend's notices stay quiet; errors (a failed install, a
+# dependency conflict) are still printed and stop the script.
+.venv/bin/python -m pip install -qq --upgrade pip
+.venv/bin/python -m pip install -qq -e ".[test]"
 echo "setup.sh: ready ($(.venv/bin/python --version), $(.venv/bin/python -c 'import mesa; print("mesa", mesa.__version__)'))" >&2

@@ -1,0 +1,1 @@
+"""Who acts: utility families, the Mesa agent view, and the price-update rules."""

@@ -3,7 +3,7 @@
 Every agent's Marshallian demand is linear in its wealth, ``x(p, w) = w phi(p)``, and its
 wealth is the value of its endowment, ``w = p . e``. Write ``theta_k = p_k x_k / w`` (the
 budget shares, summing to 1) and ``s`` the agent's effective elasticity of substitution.
-Then, in log-prices, for every family of :mod:`agents.utility`::
+Then, in log-prices, for every family of :mod:`tatonnet.agents.utility`::
 
     d x_j / d log p_k |_w  = -s x_j delta_jk - (1 - s) x_j theta_k     (substitution part)
     d x_j / d w            =  x_j / w                                  (income part)
@@ -22,7 +22,7 @@ goods is fixed and ``x_j = w / (m p_j)`` there, so the derivative of the *curren
 the ``s = 1`` formula (``-diag(x)`` plus the income part); that is what is returned. It is
 the true derivative wherever the best good is unique (almost every price vector); at a
 tie demand is discontinuous (set-valued), no derivative exists, and the returned matrix
-is the one-sided derivative of the tie-splitting piece that :func:`agents.utility.demand`
+is the one-sided derivative of the tie-splitting piece that :func:`tatonnet.agents.utility.demand`
 selects. Newton steps built on it may therefore jump at ties; that is a property of linear
 economies, not hidden.
 """
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents import utility
-from agents.utility import Family
+from tatonnet.agents import utility
+from tatonnet.agents.utility import Family
 
 
 def effective_sigma(family: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -59,14 +59,14 @@ def demand_jacobian(
     ----------
     prices : (n, g) positive prices (one row per agent)
     endowments, shares : (n, g)
-    family : (n,) :class:`agents.utility.Family` codes
+    family : (n,) :class:`tatonnet.agents.utility.Family` codes
     sigma : (n,) elasticities (read on CES rows)
     log_prices : bool
         ``False``: ``J[i, j, k] = d x_ij / d p_ik``; ``True``: ``d x_ij / d log p_ik``
         (``= p_ik d x_ij / d p_ik``).
     income_effect : bool
         Include the change of wealth ``w = p . e`` with prices (the total derivative of
-        :func:`agents.utility.demand`, which equals the excess-demand Jacobian). ``False``
+        :func:`tatonnet.agents.utility.demand`, which equals the excess-demand Jacobian). ``False``
         gives the derivative at fixed wealth.
     demand : (n, g) or None
         The demand at ``prices`` if already computed (saves one evaluation).

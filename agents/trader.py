@@ -7,7 +7,7 @@ Mesa's ``DataCollector`` and the dashboard see exactly what the vectorized kerne
 :meth:`Trader.step` is the *reference path*: the same decentralized round written for one
 agent in plain Python and numpy (reading neighbours' messages, then updating itself). It is
 slow on purpose and exists so tests can show that the fused kernel computes the same
-numbers (see :meth:`environment.model.MarketModel.reference_step`).
+numbers (see :meth:`tatonnet.environment.model.MarketModel.reference_step`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from __future__ import annotations
 import mesa
 import numpy as np
 
-from agents.rules import PRICE_FLOOR
-from agents.utility import Family
+from tatonnet.agents.rules import PRICE_FLOOR
+from tatonnet.agents.utility import Family
 
 
 class Trader(mesa.Agent):
-    """One economic actor of a :class:`environment.model.MarketModel`.
+    """One economic actor of a :class:`tatonnet.environment.model.MarketModel`.
 
     Attributes are views: ``prices`` (g,), ``endowment`` (g,), ``shares`` (g,),
     ``utility_family`` (str), ``sigma``, ``group`` (index of its scenario agent group),

@@ -29,8 +29,8 @@ kernel the round runs on tiles of agents (:func:`demand_row`, its one-agent form
 the tests compare). Tests check they agree to 1e-12.
 
 numba's on-disk cache does not notice that the round kernel in
-:mod:`environment.kernel` inlines :func:`demand_rows`: after editing this module, touch
-``environment/kernel.py`` (or clear ``__pycache__``) so that no process loads a stale kernel.
+:mod:`tatonnet.environment.tatonnement.kernel` inlines :func:`demand_rows`: after editing this module, touch
+``environment/tatonnement/kernel.py`` (or clear ``__pycache__``) so that no process loads a stale kernel.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Axtell (2005), "The complexity of exchange": interactions to reach Pareto optimality.
 
-Random bilateral barter (:mod:`environment.trade`) on a complete graph of ``N``
+Random bilateral barter (:mod:`tatonnet.environment.trade.bilateral`) on a complete graph of ``N``
 Cobb–Douglas agents with ``g`` goods (shares ~ Dirichlet(1), endowments ~ U(0.5, 1.5)).
 Each round a seeded random matching pairs agents; every meeting is one *interaction*.
 **Stopping test** (Pareto optimality of an interior Cobb–Douglas allocation): all agents'
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from environment import trade as tr
-from environment.economy import Economy
-from environment.network import build_network
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.network import build_network
+from tatonnet.environment.trade import bilateral as tr
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EPS = 0.05

@@ -24,10 +24,10 @@ import sys
 import numba
 import numpy as np
 
-from agents.rules import RULES, PriceRule, register, rule_kernel
-from environment import kernel
-from environment.model import MarketModel
-from environment.scenario import builtin_names
+from tatonnet.agents.rules import RULES, PriceRule, register, rule_kernel
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.scenario import builtin_names
+from tatonnet.environment.tatonnement import kernel
 
 ROUNDS = 20
 AGENTS = 300

@@ -2,7 +2,7 @@
 
 python benchmarks/dashboard_step.py            # 2,000 drawn of 2,000; 2,000 of 20,000; 5,000 of 5,000
 
-Renders exactly what the dashboard's components render (dashboard.drawing) to PNG, as
+Renders exactly what the dashboard's components render (tatonnet.dashboard.drawing) to PNG, as
 solara.FigureMatplotlib does; the browser adds transfer and decoding (see the browser
 test's step_render_seconds.txt artifact for the time as seen in Chromium).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from dashboard.drawing import step_seconds
+from tatonnet.dashboard.drawing import step_seconds
 
 if __name__ == "__main__":
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

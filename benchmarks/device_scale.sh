@@ -31,7 +31,9 @@ if [ ! -d "$site/ray" ]; then
     tar -xJf .whl/ray-*-stripped.tar.xz -C "$site"
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl
 fi
-export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
+# The checkout is the package: a folder holding a link named tatonnet puts it on the path.
+mkdir -p /tmp/tatonnet-path && ln -sfn "$PWD" /tmp/tatonnet-path/tatonnet
+export PYTHONPATH="$site:/tmp/tatonnet-path" PYTHONUNBUFFERED=1
 "$py" -c "import ray, numba, numpy, scipy, networkx, pyarrow, os; print('ray', ray.__version__, 'numba', numba.__version__, 'numpy', numpy.__version__, 'cores', len(os.sched_getaffinity(0)))"
 mkdir -p "$out"
 common=(--rounds "${ROUNDS:-50}" --repeats "${REPEATS:-3}" --workers "${WORKERS:-1,2,4,8,16}"

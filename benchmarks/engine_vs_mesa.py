@@ -7,10 +7,10 @@ p = 0.1); the entropic rule (step 0.05) with gradient tracking.
 
 Two ways to run one round:
 
-* **engine** — :meth:`environment.dynamics.NetworkTatonnement.step` with a ping-pong spare
-  state, exactly as :meth:`environment.model.MarketModel.step` calls it (the fused numba
+* **engine** — :meth:`tatonnet.environment.tatonnement.dynamics.NetworkTatonnement.step` with a ping-pong spare
+  state, exactly as :meth:`tatonnet.environment.model.MarketModel.step` calls it (the fused numba
   kernel on all cores; round metrics included, Mesa's data collection not);
-* **Mesa** — :meth:`environment.model.MarketModel.reference_step`: every Mesa agent's
+* **Mesa** — :meth:`tatonnet.environment.model.MarketModel.reference_step`: every Mesa agent's
   Python ``step()`` (plain Python and numpy per agent), then the model's metrics and data
   collection.
 
@@ -22,7 +22,7 @@ generator (networkx needs minutes and several GiB at 10^6): a ring lattice where
 links to its k/2 successors, then each lattice edge, with probability p, gets a uniform
 far end, redrawn while it is a self-loop or a duplicate edge, and the graph redrawn if
 disconnected (the distribution of ``networkx.connected_watts_strogatz_graph``, not its
-draws); then the same locality ordering as :func:`environment.scenario.build_network_for`.
+draws); then the same locality ordering as :func:`tatonnet.environment.scenario.build_network_for`.
 The engine row at the largest Mesa size is also measured on that generator's graph (JSON
 ``engine_numpy_graph``), to show the two graphs run alike.
 
@@ -64,11 +64,11 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from environment import kernel
-from environment.dynamics import make_dynamics
-from environment.network import from_edges
-from environment.ordering import locality_order, reorder
-from environment.scenario import build_economy, initial_prices, load_scenario
+from tatonnet.environment.engines import make_dynamics
+from tatonnet.environment.network import from_edges
+from tatonnet.environment.ordering import locality_order, reorder
+from tatonnet.environment.scenario import build_economy, initial_prices, load_scenario
+from tatonnet.environment.tatonnement import kernel
 
 SCENARIO = "default"
 K_DEGREE, P_REWIRE = 10, 0.1
@@ -209,7 +209,7 @@ def summary(rates: list[float]) -> dict:
 
 def measure_with_mesa(n: int, repeats: int, seconds: float, mesa_seconds: float) -> dict:
     """Engine and Mesa on one MarketModel of ``n`` agents, repetitions interleaved."""
-    from environment.model import MarketModel
+    from tatonnet.environment.model import MarketModel
 
     t0 = time.perf_counter()
     model = MarketModel(SCENARIO, agents=n)

@@ -7,10 +7,10 @@ market converge? Prints status per (step, inventory_gain, flow_gain), entropic r
 
 import numpy as np
 
-from environment import status
-from environment.layered import make_layered_dynamics
-from environment.network import Network
-from environment.scenario import build_economy, load_scenario
+from tatonnet.environment.network import Network
+from tatonnet.environment.scenario import build_economy, load_scenario
+from tatonnet.environment.tatonnement import status
+from tatonnet.environment.trade.layered import make_layered_dynamics
 
 sc = load_scenario("scarf").with_overrides(agents=300, graph="central")
 econ, _ = build_economy(sc)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Flat vs layered (merchant) market on scarf, ces-substitutes and cobb-douglas.
 
-Prints one row per (scenario, graph, market, rule): the status (environment.status), the
+Prints one row per (scenario, graph, market, rule): the status (tatonnet.environment.tatonnement.status), the
 round it stopped, final excess demand (layered: max of net order and inventory gap), the
 distance of the agents' mean price to the nearest reference equilibrium, and for the
 layered market the range of merchant fill ratios I/T seen over the run (non-numeraire
@@ -17,13 +17,14 @@ import time
 
 import numpy as np
 
-from agents.rules import make_rule
-from agents.utility import Family
-from environment import equilibrium, status
-from environment.dynamics import make_dynamics
-from environment.layered import make_layered_dynamics
-from environment.network import Network
-from environment.scenario import build_economy, build_network_for, load_scenario
+from tatonnet.agents.rules import make_rule
+from tatonnet.agents.utility import Family
+from tatonnet.environment import equilibrium
+from tatonnet.environment.engines import make_dynamics
+from tatonnet.environment.network import Network
+from tatonnet.environment.scenario import build_economy, build_network_for, load_scenario
+from tatonnet.environment.tatonnement import status
+from tatonnet.environment.trade.layered import make_layered_dynamics
 
 STEPS = {"entropic": 0.05, "multiplicative": 0.1}
 

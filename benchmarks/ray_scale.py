@@ -3,18 +3,18 @@
 The economy: ``N`` agents (default 10^6), 5 goods, CES utility with sigma = 2, Dirichlet(1)
 shares, endowments uniform on [0.5, 1.5], good 0 the numeraire, all initial prices 1; a
 Watts-Strogatz small world (k = 10, p = 0.1) relabelled by
-:func:`environment.ordering.locality_order` + :func:`environment.ordering.reorder`, as
-:func:`environment.scenario.build_network_for` does; the entropic rule (step 0.05) with
+:func:`tatonnet.environment.ordering.locality_order` + :func:`tatonnet.environment.ordering.reorder`, as
+:func:`tatonnet.environment.scenario.build_network_for` does; the entropic rule (step 0.05) with
 gradient tracking.
 
 Configurations (each runs one untimed warm-up round, then ``--rounds`` timed rounds):
 
-* ``inproc``     — :class:`environment.dynamics.NetworkTatonnement`, ping-pong spare state,
+* ``inproc``     — :class:`tatonnet.environment.tatonnement.dynamics.NetworkTatonnement`, ping-pong spare state,
                    numba on all cores of this process (engine (a));
 * ``inproc-1t``  — the same, one numba thread: the serial reference that parallel
                    efficiency is measured against;
-* ``ray-K``      — :class:`distributed.engine.ShardEngine` with ``use_ray=True`` and K
-                   actors, on a local Ray started by :func:`distributed.cluster.connect`
+* ``ray-K``      — :class:`tatonnet.distributed.engine.ShardEngine` with ``use_ray=True`` and K
+                   actors, on a local Ray started by :func:`tatonnet.distributed.cluster.connect`
                    (``num_cpus = K``, 512 MiB object store) and shut down after that K;
 * ``shards-K``   — (breakdown only, one repeat) ``ShardEngine(use_ray=False)`` with K
                    one-thread shards run one after another in this process, each shard's
@@ -85,19 +85,17 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (the tatonnet package)
 
-from agents.rules import make_rule  # noqa: E402
-from agents.utility import Family  # noqa: E402
-from distributed import cluster  # noqa: E402
-from distributed.engine import ShardEngine  # noqa: E402
-from environment import dynamics  # noqa: E402
-from environment.dynamics import NetworkTatonnement, RoundMetrics  # noqa: E402
-from environment.economy import Economy  # noqa: E402
-from environment.network import Network, from_edges  # noqa: E402
-from environment.ordering import locality_order, reorder  # noqa: E402
+from tatonnet.agents.rules import make_rule  # noqa: E402
+from tatonnet.agents.utility import Family  # noqa: E402
+from tatonnet.distributed import cluster  # noqa: E402
+from tatonnet.distributed.engine import ShardEngine  # noqa: E402
+from tatonnet.environment.economy import Economy  # noqa: E402
+from tatonnet.environment.network import Network, from_edges  # noqa: E402
+from tatonnet.environment.ordering import locality_order, reorder  # noqa: E402
+from tatonnet.environment.tatonnement import dynamics  # noqa: E402
+from tatonnet.environment.tatonnement.dynamics import NetworkTatonnement, RoundMetrics  # noqa: E402
 
 GOODS, SIGMA, K_DEGREE, P_REWIRE, STEP = 5, 2.0, 10, 0.1, 0.05
 MIB = 2**20
@@ -300,7 +298,7 @@ def watts_strogatz_edges(n: int, k: int, p: float, seed: int, tries: int = 100) 
 
 
 def make_network(n: int, seed: int, generator: str) -> tuple[Network, dict]:
-    """The small world, locality-ordered like ``environment.scenario.build_network_for``."""
+    """The small world, locality-ordered like ``tatonnet.environment.scenario.build_network_for``."""
     t0 = time.perf_counter()
     if generator == "networkx":
         import networkx as nx
@@ -669,7 +667,7 @@ def git_info() -> dict:
 
 
 def kernel_hash() -> str:
-    return hashlib.sha256((ROOT / "environment" / "kernel.py").read_bytes()).hexdigest()[:16]
+    return hashlib.sha256((ROOT / "environment" / "tatonnement" / "kernel.py").read_bytes()).hexdigest()[:16]
 
 
 SOURCE_PACKAGES = ("agents", "environment", "distributed")
@@ -721,7 +719,7 @@ class CodeGuard:
 
 GUARD: CodeGuard | None = None
 
-DRIVER_MODULES = ("agents.rules", "environment.kernel", "environment.dynamics", "distributed.shard")
+DRIVER_MODULES = ("tatonnet.agents.rules", "tatonnet.environment.tatonnement.kernel", "tatonnet.environment.tatonnement.dynamics", "tatonnet.distributed.shard")
 
 
 # ---- the benchmark --------------------------------------------------------------------------
@@ -971,7 +969,7 @@ def main(argv=None) -> int:
     finished = dt.datetime.now(dt.UTC)
     kh_end = kernel_hash()
     if kh_end != kh:
-        log("WARNING: environment/kernel.py changed during the run; results may mix versions")
+        log("WARNING: environment/tatonnement/kernel.py changed during the run; results may mix versions")
     report = {
         "benchmark": "ray_scale",
         "command": command,

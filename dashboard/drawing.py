@@ -1,6 +1,6 @@
 """Drawing a market's network for the dashboard: which nodes, where, in which colour.
 
-Pure functions of a :class:`environment.model.MarketModel` and a matplotlib ``Figure`` (no
+Pure functions of a :class:`tatonnet.environment.model.MarketModel` and a matplotlib ``Figure`` (no
 Solara here), so that they can be tested and timed without a browser.
 
 Above ``max_drawn`` agents (default :data:`MAX_DRAWN` = 2,000) the dashboard draws a
@@ -85,7 +85,7 @@ def sample_network(network, max_drawn: int = MAX_DRAWN, seed: int = 0) -> Networ
 
     Parameters
     ----------
-    network : environment.network.Network
+    network : tatonnet.environment.network.Network
     max_drawn : int — at most this many agents are drawn (>= 1)
     seed : int — seed of the layout (same seed, same picture)
     """
@@ -242,7 +242,7 @@ def step_seconds(agents: int, max_drawn: int, steps: int = 7) -> tuple[float, st
     import statistics
     import time
 
-    from environment.model import MarketModel
+    from tatonnet.environment.model import MarketModel
 
     model = MarketModel("default", agents=agents, mesa_agents=False, seed=7)
     sample = sample_network(model.network, max_drawn, 7)

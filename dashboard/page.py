@@ -1,11 +1,11 @@
-"""The Solara page: ``solara run dashboard.page`` (``python run.py dashboard`` starts it).
+"""The Solara page: ``solara run tatonnet.dashboard.page`` (``tatonnet dashboard`` starts it).
 
 Built from Mesa's own visualization: :func:`mesa.visualization.SolaraViz` (step / play /
 reset controls, the model-parameter inputs and the page grid) with three components: the
-round counter and metrics, the network (:mod:`dashboard.drawing`), and the live plots of
+round counter and metrics, the network (:mod:`tatonnet.dashboard.drawing`), and the live plots of
 excess demand / price dispersion and network-mean prices per round (one figure: Mesa's
 ``make_plot_component`` would render one figure per measure group, twice as slow a step). The starting options come from the environment
-variable ``TATONNET_DASHBOARD`` (JSON, written by :func:`dashboard.app.main`).
+variable ``TATONNET_DASHBOARD`` (JSON, written by :func:`tatonnet.cli.dashboard.main`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from matplotlib.figure import Figure
 from mesa.visualization import SolaraViz
 from mesa.visualization.utils import update_counter
 
-from agents.rules import RULES
-from dashboard.drawing import MAX_DRAWN, draw_metrics, roles_of, sample_network
-from dashboard.drawing import draw_network as _draw
-from environment.model import MarketModel
-from environment.network import GENERATORS
-from environment.scenario import builtin_names
+from tatonnet.agents.rules import RULES
+from tatonnet.dashboard.drawing import MAX_DRAWN, draw_metrics, roles_of, sample_network
+from tatonnet.dashboard.drawing import draw_network as _draw
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.network import GENERATORS
+from tatonnet.environment.scenario import builtin_names
 
 #: PNG encoding: speed over size (pictures are ~100 kB either way).
 FAST_PNG = {"compress_level": 1}
@@ -51,7 +51,7 @@ class DashboardModel(MarketModel):
         self, market="default", agents=1000, graph=None, rule=None, step_size=None,
         signal=None, seed=None, colour_by="price", max_drawn=MAX_DRAWN,
     ):  # fmt: skip
-        from dashboard.app import USER_ERRORS
+        from tatonnet.environment.scenario import SCENARIO_ERRORS
 
         self.error = None
         try:
@@ -59,7 +59,7 @@ class DashboardModel(MarketModel):
                 market, mesa_agents=False, agents=int(agents), graph=graph, rule=rule,
                 step_size=step_size, signal=signal, seed=None if seed is None else int(seed),
             )  # fmt: skip
-        except USER_ERRORS as exc:
+        except (*SCENARIO_ERRORS, ValueError) as exc:
             start = options()
             super().__init__(start["market"], mesa_agents=False, agents=start["agents"])
             self.error = f"{exc} (showing '{start['market']}' instead)"

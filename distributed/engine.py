@@ -1,6 +1,6 @@
 """The sharded engine: K shards in one process or as Ray actors, checkpoints and recovery.
 
-``ShardEngine`` drives :class:`distributed.shard.Shard` objects round by round:
+``ShardEngine`` drives :class:`tatonnet.distributed.shard.Shard` objects round by round:
 
 * **In-process** (``use_ray=False``): plain objects, messages passed as arrays.
 * **Ray** (``use_ray=True``): each shard becomes an actor when it is created
@@ -29,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.rules import PriceRule
-from distributed import cluster
-from distributed.partition import Partition, partition
-from distributed.shard import Shard, ShardSpec, build_specs
-from environment import kernel
-from environment.dynamics import (
+from tatonnet.agents.rules import PriceRule
+from tatonnet.distributed import cluster
+from tatonnet.distributed.partition import Partition, partition
+from tatonnet.distributed.shard import Shard, ShardSpec, build_specs
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.network import Network
+from tatonnet.environment.tatonnement import kernel
+from tatonnet.environment.tatonnement.dynamics import (
     NetworkTatonnement,
     RoundMetrics,
     auctioneer_step,
@@ -42,8 +44,6 @@ from environment.dynamics import (
     prices_from_coords,
     reduce_partials,
 )
-from environment.economy import Economy
-from environment.network import Network
 
 
 class WorkerLost(RuntimeError):

@@ -4,14 +4,14 @@ Results must be bit-identical whatever the number of workers, so agents' global 
 with them the order in which every sum is taken) cannot depend on it. tatonnet therefore
 partitions in two steps:
 
-1. :func:`environment.ordering.locality_order` — once per network, independent of the worker count: a
+1. :func:`tatonnet.environment.ordering.locality_order` — once per network, independent of the worker count: a
    permutation of the agents that keeps neighbours close in id: the generator's own order
    or reverse Cuthill–McKee (scipy), whichever cuts fewer edges over contiguous splits
    into 2, 4, 8 and 16 parts (METIS was tried and dropped: not reproducible, see
-   :mod:`environment.ordering`).
-   :func:`environment.ordering.reorder` relabels the network accordingly.
+   :mod:`tatonnet.environment.ordering`).
+   :func:`tatonnet.environment.ordering.reorder` relabels the network accordingly.
 2. :func:`shard_ranges` — per run: ``K`` contiguous ranges of global ids, cut at
-   reduction-block boundaries (:data:`environment.kernel.BLOCK`), so that every block's
+   reduction-block boundaries (:data:`tatonnet.environment.tatonnement.kernel.BLOCK`), so that every block's
    partial sums are computed inside one shard in global-id order.
 
 For a Watts–Strogatz graph the generator's ring order is already optimal (its cut is the
@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from environment import kernel
-from environment.network import Network
-from environment.ordering import edge_list
+from tatonnet.environment.network import Network
+from tatonnet.environment.ordering import edge_list
+from tatonnet.environment.tatonnement import kernel
 
 
 @dataclasses.dataclass(frozen=True)

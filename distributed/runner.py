@@ -21,14 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from distributed import cluster
-from distributed.engine import ShardEngine
-from distributed.partition import shard_ranges
-from environment import equilibrium
-from environment.dynamics import RoundMetrics, messages_per_round
-from environment.model import MarketModel
-from environment.scenario import Scenario
-from environment.status import Verdict
+from tatonnet.distributed import cluster
+from tatonnet.distributed.engine import ShardEngine
+from tatonnet.distributed.partition import shard_ranges
+from tatonnet.environment import equilibrium
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.scenario import Scenario
+from tatonnet.environment.tatonnement.dynamics import RoundMetrics, messages_per_round
+from tatonnet.environment.tatonnement.status import Verdict
 
 
 class RunConfigError(ValueError):
@@ -72,7 +72,7 @@ class RunOptions:
 
 @dataclasses.dataclass
 class RunResult:
-    """What a finished run produced (see :func:`distributed.output.write_results`)."""
+    """What a finished run produced (see :func:`tatonnet.results.output.write_results`)."""
 
     model: MarketModel
     verdict: Verdict

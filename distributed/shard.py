@@ -1,7 +1,7 @@
 """A shard: the agents of one contiguous id range, their ghosts, and the fused round on them.
 
 A :class:`Shard` is a plain class — tested without Ray, run in-process for one worker, and
-wrapped with ``ray.remote`` by :mod:`distributed.engine` only when it is created. Its static
+wrapped with ``ray.remote`` by :mod:`tatonnet.distributed.engine` only when it is created. Its static
 data is a :class:`ShardSpec` (built once by :func:`build_specs`, ``ray.put`` once).
 
 Memory layout: the source arrays ``coords``, ``tracker``, ``excess`` have
@@ -15,7 +15,7 @@ A round (driver-orchestrated, :meth:`Shard.round`):
 
 1. ``receive`` — write the neighbours' messages (their agents' new ``coords`` and
    ``tracker``, or ``excess`` under the ``local`` signal) into the ghost rows;
-2. ``step`` — the fused kernel on the own rows (:func:`environment.kernel.network_round`);
+2. ``step`` — the fused kernel on the own rows (:func:`tatonnet.environment.tatonnement.kernel.network_round`);
 3. ``outgoing`` — for each neighbouring shard, exactly the rows it keeps ghosts of.
 """
 
@@ -28,11 +28,15 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from agents.rules import PriceRule
-from environment import kernel
-from environment.dynamics import coords_from_prices, prices_from_coords, state_partials
-from environment.economy import Economy
-from environment.network import Network, sorted_unique
+from tatonnet.agents.rules import PriceRule
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.network import Network, sorted_unique
+from tatonnet.environment.tatonnement import kernel
+from tatonnet.environment.tatonnement.dynamics import (
+    coords_from_prices,
+    prices_from_coords,
+    state_partials,
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -272,7 +276,7 @@ class Shard:
         """
         import pyarrow.parquet as pq
 
-        from distributed.output import agent_columns
+        from tatonnet.results.output import agent_columns
 
         s, o = self.spec, self.spec.n_own
         if central_prices is None:

@@ -2,7 +2,7 @@
 
 A :class:`TradeShard` owns the agents of one contiguous id range and keeps ghost rows of
 the out-of-shard neighbours (their holdings, hop mass and smallest edge key, refreshed by
-messages every round). It runs the same kernels as :func:`environment.trade.trade_round`
+messages every round). It runs the same kernels as :func:`tatonnet.environment.trade.bilateral.trade_round`
 on the pairs it proposes, so results are bit-identical to the single-process run.
 
 A round, driven by :class:`ShardedTrade` (each step is one call on every shard; under Ray
@@ -37,10 +37,10 @@ import signal
 
 import numpy as np
 
-from distributed.cluster import is_worker_loss
-from environment import trade as tr
-from environment.economy import Economy
-from environment.network import Network, sorted_unique
+from tatonnet.distributed.cluster import is_worker_loss
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.network import Network, sorted_unique
+from tatonnet.environment.trade import bilateral as tr
 
 
 class ShardFailed(RuntimeError):

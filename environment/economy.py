@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from agents import utility
-from agents.utility import Family
+from tatonnet.agents import utility
+from tatonnet.agents.utility import Family
 
 
 class EconomyError(ValueError):
@@ -22,7 +22,7 @@ class Economy:
     ----------
     endowments : (n_agents, n_goods) float64, non-negative, no row all zero
     shares : (n_agents, n_goods) float64, non-negative utility weights, no row all zero
-    family : (n_agents,) int8 — :class:`agents.utility.Family` codes
+    family : (n_agents,) int8 — :class:`tatonnet.agents.utility.Family` codes
     sigma : (n_agents,) float64 — elasticity of substitution (0 Leontief, 1 Cobb–Douglas,
         inf linear, anything positive for CES)
     numeraire : int — the good whose price is fixed at 1

@@ -39,13 +39,13 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from agents.utility import Family
-from environment import kernel
-from environment.dynamics import use_threads
-from environment.economy import Economy
+from tatonnet.agents.utility import Family
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.tatonnement import kernel
+from tatonnet.environment.tatonnement.dynamics import use_threads
 
 #: Price box of the 2-good scan: relative prices in [1/PRICE_BOUND, PRICE_BOUND]
-#: (the same bound past which a run is called diverged, see environment.status).
+#: (the same bound past which a run is called diverged, see tatonnet.environment.tatonnement.status).
 PRICE_BOUND = 1e8
 GRID_POINTS = 2001
 
@@ -257,12 +257,12 @@ def nearest(prices: np.ndarray, references: list[np.ndarray]) -> tuple[int, floa
 def reference_equilibria(economy: Economy, seed: int = 0) -> tuple[list[np.ndarray], str]:
     """The reference equilibria of ``economy`` and how they were found (one line).
 
-    Fisher markets: the Eisenberg–Gale program (:mod:`environment.fisher`); all-Cobb–Douglas
+    Fisher markets: the Eisenberg–Gale program (:mod:`tatonnet.environment.fisher`); all-Cobb–Douglas
     economies: the closed form; otherwise :func:`find_equilibria`. An empty list means none
     was found, and the method line says why.
     """
-    from agents.utility import Family
-    from environment import fisher
+    from tatonnet.agents.utility import Family
+    from tatonnet.environment import fisher
 
     if fisher.is_fisher(economy):
         try:

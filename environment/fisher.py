@@ -8,7 +8,7 @@ when every buyer spends its budget on a utility-maximizing bundle and ``sum_i x_
 Three things live here:
 
 * :class:`FisherMarket` — the market, validated, and its mapping onto the exchange
-  :class:`~environment.economy.Economy` (:meth:`FisherMarket.to_economy`): money is good 0
+  :class:`~tatonnet.environment.economy.Economy` (:meth:`FisherMarket.to_economy`): money is good 0
   (the numeraire); buyers own money only and value goods only; sellers own the goods and
   value money only (Cobb–Douglas on money). Every tâtonnement rule runs on that economy
   unchanged, and its Walrasian prices are the Fisher prices (with ``p_money = 1``).
@@ -19,9 +19,9 @@ Three things live here:
 * Proportional-response dynamics (Wu & Zhang 2007; Zhang 2011; Cheung, Cole & Tao 2018),
   central (:class:`CentralProportionalResponse`) and decentralized on a graph
   (:class:`NetworkProportionalResponse`), registered as the engine
-  ``"proportional-response"`` of :class:`agents.rules.proportional_response.ProportionalResponse`.
+  ``"proportional-response"`` of :class:`tatonnet.agents.rules.proportional_response.ProportionalResponse`.
 
-The utility parameterization is that of :mod:`agents.utility`: a CES buyer has
+The utility parameterization is that of :mod:`tatonnet.agents.utility`: a CES buyer has
 ``u(x) = (sum_j a_j^(1/sigma) x_j^rho)^(1/rho)`` with ``rho = (sigma - 1) / sigma``.
 """
 
@@ -34,11 +34,11 @@ import warnings
 import numpy as np
 import scipy.sparse
 
-from agents.rules import RuleError
-from agents.utility import Family
-from environment.dynamics import MarketState, RoundMetrics, register_dynamics
-from environment.economy import Economy, EconomyError
-from environment.network import Network
+from tatonnet.agents.rules import RuleError
+from tatonnet.agents.utility import Family
+from tatonnet.environment.economy import Economy, EconomyError
+from tatonnet.environment.network import Network
+from tatonnet.environment.tatonnement.dynamics import MarketState, RoundMetrics
 
 #: Smallest price a network agent's estimate may take (money units): tracking estimates can
 #: be zero or negative before consensus has spread the bids.
@@ -58,7 +58,7 @@ class FisherMarket:
     budgets : (n,) float64, positive
     valuations : (n, m) float64, non-negative utility weights ``a_ij``; every buyer values
         some good and every good is valued by some buyer (else its price would be 0)
-    family : (n,) int8 :class:`agents.utility.Family` codes
+    family : (n,) int8 :class:`tatonnet.agents.utility.Family` codes
     sigma : (n,) float64 elasticity (inf linear, 1 Cobb–Douglas, 0 Leontief, CES positive)
     supplies : (m,) float64, positive (default: one unit of each good)
     goods : tuple of m names
@@ -321,7 +321,7 @@ def _ces_block(cp, x, rows, cols, a, B, sub, sigma, constraints):
 
 
 def _utilities(market: FisherMarket, alloc: np.ndarray) -> np.ndarray:
-    from agents import utility
+    from tatonnet.agents import utility
 
     return utility.utility(alloc, market.valuations, market.family, market.sigma)
 
@@ -420,9 +420,8 @@ class _ProportionalResponse:
         return np.exp(state.coords)
 
 
-@register_dynamics("proportional-response")
 def make_proportional_response(economy: Economy, network: Network, rule, signal="tracking"):
-    """Factory for :func:`environment.dynamics.make_dynamics`: central or network PR."""
+    """Factory for :func:`tatonnet.environment.engines.make_dynamics`: central or network PR."""
     if network.is_central:
         return CentralProportionalResponse(economy, network, rule, signal)
     return NetworkProportionalResponse(economy, network, rule, signal)

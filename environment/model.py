@@ -1,6 +1,6 @@
 """The Mesa model: owns the market's arrays, steps the fused kernel, collects data.
 
->>> from environment.model import MarketModel
+>>> from tatonnet.environment.model import MarketModel
 >>> model = MarketModel("cobb-douglas", agents=200, rounds=50)
 >>> model.step()
 >>> model.agents[0].prices.shape, model.steps
@@ -13,22 +13,22 @@ import numpy as np
 from mesa import Model
 from mesa.datacollection import DataCollector
 
-from agents.trader import Trader
-from environment import status
-from environment.dynamics import (
-    MarketState,
-    RoundMetrics,
-    make_dynamics,
-    prices_from_coords,
-    reduce_partials,
-    state_partials,
-)
-from environment.scenario import (
+from tatonnet.agents.trader import Trader
+from tatonnet.environment.engines import make_dynamics
+from tatonnet.environment.scenario import (
     Scenario,
     build_economy,
     build_network_for,
     initial_prices,
     load_scenario,
+)
+from tatonnet.environment.tatonnement import status
+from tatonnet.environment.tatonnement.dynamics import (
+    MarketState,
+    RoundMetrics,
+    prices_from_coords,
+    reduce_partials,
+    state_partials,
 )
 
 #: Larger models create Mesa agents only on demand (``model.trader(i)``).
@@ -44,7 +44,7 @@ class MarketModel(Model):
         A validated scenario, or a built-in name / TOML path.
     engine : callable or None
         ``engine(economy, network, rule, signal, initial_prices, group)`` returning a
-        distributed engine (e.g. ``functools.partial(distributed.engine.ShardEngine,
+        distributed engine (e.g. ``functools.partial(tatonnet.distributed.engine.ShardEngine,
         n_shards=4, use_ray=True)``); None runs the fused kernel in this process, where
         every :class:`Trader` is a view onto ``state``.
     mesa_agents : bool or None

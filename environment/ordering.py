@@ -1,4 +1,4 @@
-"""A worker-count-independent locality ordering of the agents (see distributed.partition).
+"""A worker-count-independent locality ordering of the agents (see tatonnet.distributed.partition).
 
 Candidates: the generator's own order and reverse Cuthill–McKee (scipy); the one with the
 smallest edge cut summed over contiguous splits into 2, 4, 8 and 16 parts wins.
@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from environment.network import Network, from_edges
+from tatonnet.environment.network import Network, from_edges
 
 CUT_PROBE = (2, 4, 8, 16)
 

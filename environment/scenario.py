@@ -5,7 +5,7 @@ built-in ones live in ``environment/scenarios/``. :func:`load_scenario` parses a
 validates it (pydantic), :meth:`Scenario.with_overrides` applies command-line overrides,
 and :func:`build_economy` / :func:`build_network_for` draw the economy and the graph.
 A ``[fisher]`` table (:class:`FisherSpec`) replaces ``[[agents]]`` for a Fisher market,
-built through :meth:`environment.fisher.FisherMarket.to_economy` (money is good 0).
+built through :meth:`tatonnet.environment.fisher.FisherMarket.to_economy` (money is good 0).
 
 Randomness: every draw comes from ``np.random.SeedSequence(seed, spawn_key=(stream,
 group))`` — one stream per purpose and agent group, never per process or worker — so the
@@ -23,12 +23,12 @@ import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agents.rules import PriceRule, make_rule
-from agents.utility import FAMILY_NAMES, Family
-from environment import fisher  # noqa: F401  (also registers the proportional-response engine)
-from environment.economy import Economy
-from environment.network import GENERATORS, Network, build_network
-from environment.ordering import locality_order, reorder
+from tatonnet.agents.rules import PriceRule, RuleError, make_rule
+from tatonnet.agents.utility import FAMILY_NAMES, Family
+from tatonnet.environment import fisher
+from tatonnet.environment.economy import Economy, EconomyError
+from tatonnet.environment.network import GENERATORS, Network, NetworkError, build_network
+from tatonnet.environment.ordering import locality_order, reorder
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 
@@ -41,6 +41,10 @@ _SHARES, _ENDOWMENT, _PLACEMENT, _PRICES, _GRAPH = range(5)
 
 class ScenarioError(ValueError):
     """The scenario (file or override) is invalid; the message is one line."""
+
+
+#: What a user's scenario (file or overrides) can raise: each is a one-line message.
+SCENARIO_ERRORS = (ScenarioError, RuleError, NetworkError, EconomyError)
 
 
 class _Strict(BaseModel):
@@ -157,7 +161,7 @@ class Dynamics(_Strict):
 
 class TradeSpec(_Strict):
     """Optional ``[trade]`` table: bilateral trade along edges (``run.py --trade``; see
-    :mod:`environment.trade`)."""
+    :mod:`tatonnet.environment.trade.bilateral`)."""
 
     rounds: int = Field(500, gt=0)
     medium: Literal["barter", "numeraire"] = "barter"

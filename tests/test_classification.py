@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from environment import equilibrium, status
-from environment.model import MarketModel
-from environment.scenario import build_economy, load_scenario
-from environment.status import classify_run, first_return
+from tatonnet.environment import equilibrium
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.scenario import build_economy, load_scenario
+from tatonnet.environment.tatonnement import status
+from tatonnet.environment.tatonnement.status import classify_run, first_return
 
 
 def _orbit(period: float, T: int, growth: float = 1.0):

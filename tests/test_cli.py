@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import run
-from agents.rules import RULES
-from environment.scenario import builtin_names
+from tatonnet.agents.rules import RULES
+from tatonnet.cli import run
+from tatonnet.environment.scenario import builtin_names
 
-ROOT = Path(run.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 # A small valid scenario; each bad case below breaks exactly one thing in it.
 GOOD = """\
@@ -212,7 +212,7 @@ def assert_refused(code: int, out: str, err: str, phrases: list[str], out_dir: P
     lines = err.splitlines()
     assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{err}"
     line = lines[0]
-    assert line.startswith("run.py: error: "), line
+    assert line.startswith("tatonnet: error: "), line
     assert "Traceback" not in err and "Traceback" not in out
     for phrase in phrases:
         assert phrase in line, f"{phrase!r} not in {line!r}"
@@ -401,9 +401,9 @@ def _boom(*args, **kwargs):
 
 def test_failure_while_writing_leaves_no_folder(good_scenario, tmp_path, capsys, monkeypatch):
     """The folder appears only complete: a crash in the last file leaves nothing behind."""
-    import distributed.output
+    import tatonnet.results.output
 
-    monkeypatch.setattr(distributed.output, "plot_convergence", _boom)
+    monkeypatch.setattr(tatonnet.results.output, "plot_convergence", _boom)
     out = tmp_path / "out"
     argv = [
         "--scenario",
@@ -422,12 +422,12 @@ def test_failure_while_writing_leaves_no_folder(good_scenario, tmp_path, capsys,
 
 
 def test_failure_while_forcing_keeps_the_old_folder(good_scenario, tmp_path, capsys, monkeypatch):
-    import distributed.output
+    import tatonnet.results.output
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text('{"scenario": "old"}')
-    monkeypatch.setattr(distributed.output, "plot_convergence", _boom)
+    monkeypatch.setattr(tatonnet.results.output, "plot_convergence", _boom)
     argv = ["--scenario", good_scenario, "--out", out, "--force", "--quiet", "--no-reference",
             "--workers", "0"]  # fmt: skip
     with pytest.raises(RuntimeError, match="disk full"):

@@ -1,7 +1,7 @@
 """Composite rules (issue 4, part B): extragradient and Newton-type tâtonnement.
 
-* Analytic demand Jacobians (:mod:`agents.jacobian`) against central finite differences of
-  :func:`agents.utility.demand`, every utility family, random economies (hypothesis); the
+* Analytic demand Jacobians (:mod:`tatonnet.agents.jacobian`) against central finite differences of
+  :func:`tatonnet.agents.utility.demand`, every utility family, random economies (hypothesis); the
   identities they must satisfy (homogeneity of degree zero, differentiated Walras' law).
 * Known answers: both rules reach the closed-form Cobb–Douglas equilibrium and the
   ``ces-substitutes`` equilibrium (``find_equilibria``), centrally and on a small world.
@@ -22,28 +22,27 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agents.jacobian import aggregate_demand_jacobian, demand_jacobian
-from agents.rules import RULES, RuleError, make_rule
-from agents.utility import Family, demand
-from distributed.runner import RunConfigError, RunOptions
-from environment import equilibrium
-from environment.composite import (
+from tatonnet.agents.jacobian import aggregate_demand_jacobian, demand_jacobian
+from tatonnet.agents.rules import RULES, RuleError, make_rule
+from tatonnet.agents.utility import Family, demand
+from tatonnet.distributed.runner import RunConfigError, RunOptions
+from tatonnet.environment import equilibrium
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.engines import DYNAMICS, make_dynamics
+from tatonnet.environment.network import Network, build_network
+from tatonnet.environment.scenario import build_economy, load_scenario
+from tatonnet.environment.tatonnement.composite import (
     CentralExtragradient,
     CentralNewton,
     NetworkExtragradient,
     NetworkNewton,
     newton_direction,
 )
-from environment.dynamics import (
-    DYNAMICS,
+from tatonnet.environment.tatonnement.dynamics import (
     CentralTatonnement,
     NetworkTatonnement,
-    make_dynamics,
     messages_per_round,
 )
-from environment.economy import Economy
-from environment.network import Network, build_network
-from environment.scenario import build_economy, load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -370,16 +369,16 @@ def test_registered_and_dispatched():
 @pytest.mark.parametrize(
     "first",
     [
-        "agents.rules",
-        pytest.param("environment.dynamics", marks=pytest.mark.slow),
-        pytest.param("environment.composite", marks=pytest.mark.slow),
+        "tatonnet.agents.rules",
+        pytest.param("tatonnet.environment.tatonnement.dynamics", marks=pytest.mark.slow),
+        pytest.param("tatonnet.environment.tatonnement.composite", marks=pytest.mark.slow),
     ],
 )
 def test_no_import_cycle(first):
     """Whatever is imported first, make_dynamics finds the composite engines."""
     code = (
         f"import {first}\n"
-        "from environment.dynamics import DYNAMICS\n"
+        "from tatonnet.environment.engines import DYNAMICS\n"
         "assert {'extragradient', 'newton'} <= set(DYNAMICS), DYNAMICS\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -412,7 +411,7 @@ def test_workers_are_refused():
 
 
 def test_cli(tmp_path, capsys):
-    import run
+    from tatonnet.cli import run
 
     argv = ["--scenario", "scarf", "--graph", "central", "--rule", "newton", "--step-size", "1",
             "--rounds", "50", "--quiet", "--no-reference"]  # fmt: skip
@@ -426,7 +425,7 @@ def test_cli(tmp_path, capsys):
 
 
 def test_model_runs_composite_rules_and_refuses_the_reference_path():
-    from environment.model import MarketModel
+    from tatonnet.environment.model import MarketModel
 
     model = MarketModel("ces-substitutes", agents=60, rule="newton", step_size=0.2, rounds=5)
     assert isinstance(model.dynamics, NetworkNewton)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from dashboard import app
-from dashboard.drawing import (
+from tatonnet.cli import dashboard as app
+from tatonnet.dashboard.drawing import (
     MAX_DRAWN,
     DashboardError,
     bfs_sample,
@@ -19,8 +19,8 @@ from dashboard.drawing import (
     roles_of,
     sample_network,
 )
-from environment.model import MarketModel
-from environment.network import build_network
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.network import build_network
 
 
 def test_bfs_sample_on_a_ring_is_the_ball_around_agent_0():
@@ -74,7 +74,7 @@ def test_drawing_changes_with_the_round_and_colours_by_role_when_present():
 
 
 def test_dashboard_model_falls_back_with_a_message_on_bad_input(monkeypatch):
-    from dashboard.page import DashboardModel
+    from tatonnet.dashboard.page import DashboardModel
 
     monkeypatch.setenv("TATONNET_DASHBOARD", '{"market": "cobb-douglas", "agents": 100}')
     ok = DashboardModel("default", agents=150, rule="additive", step_size=0.1, seed=3)
@@ -87,7 +87,7 @@ def test_dashboard_model_falls_back_with_a_message_on_bad_input(monkeypatch):
 def test_cli_refuses_bad_options_in_one_line(capsys):
     assert app.main(["--scenario", "no-such-scenario"]) == 2
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and err.startswith("run.py dashboard: error:")
+    assert len(err.splitlines()) == 1 and err.startswith("tatonnet dashboard: error:")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -103,7 +103,7 @@ def test_a_step_renders_in_under_a_second_with_2000_drawn_nodes():
     The benchmark (benchmarks/dashboard_step.py) measured 0.46 s on the shared 2-core
     machine at load 9; the end-to-end time in Chromium is recorded by the browser test.
     """
-    from dashboard.drawing import step_seconds
+    from tatonnet.dashboard.drawing import step_seconds
 
     seconds, what = step_seconds(2000, 2000, steps=5)
     assert what == "all 2,000 agents drawn"

@@ -75,7 +75,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = open(ARTIFACTS / "dashboard-server.log", "w")  # noqa: SIM115  (closed at teardown)
     proc = subprocess.Popen(

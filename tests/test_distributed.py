@@ -22,15 +22,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import run
-from distributed.engine import ShardEngine
-from distributed.partition import partition, shard_ranges
-from distributed.runner import DriverStopped, RunOptions, run_scenario, save_run_config
-from environment import kernel
-from environment.model import MarketModel
-from environment.network import build_network
-from environment.ordering import locality_order, reorder
-from environment.scenario import load_scenario
+from tatonnet.cli import run
+from tatonnet.distributed.engine import ShardEngine
+from tatonnet.distributed.partition import partition, shard_ranges
+from tatonnet.distributed.runner import DriverStopped, RunOptions, run_scenario, save_run_config
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.network import build_network
+from tatonnet.environment.ordering import locality_order, reorder
+from tatonnet.environment.scenario import load_scenario
+from tatonnet.environment.tatonnement import kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 4 * kernel.BLOCK + 300  # enough blocks for 4 shards
@@ -299,7 +299,7 @@ def test_run_on_existing_cluster_equals_in_process(tmp_path):
 def test_network_build_is_reproducible(graph):
     """The locality order decides who neighbours whom: it must not vary between builds
     (METIS did, under load, and was dropped for that)."""
-    from environment.scenario import build_network_for
+    from tatonnet.environment.scenario import build_network_for
 
     params = {"k": 30} if graph == "random-geometric" else GRAPHS[graph]
     data = load_scenario("default").with_overrides(agents=N).model_dump()

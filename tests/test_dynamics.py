@@ -16,18 +16,18 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.rules import PRICE_FLOOR, RULES, RuleError, make_rule
-from agents.utility import Family
-from environment import kernel
-from environment.dynamics import (
+from tatonnet.agents.rules import PRICE_FLOOR, RULES, RuleError, make_rule
+from tatonnet.agents.utility import Family
+from tatonnet.environment.economy import Economy, EconomyError
+from tatonnet.environment.engines import make_dynamics
+from tatonnet.environment.network import Network, build_network
+from tatonnet.environment.tatonnement import kernel
+from tatonnet.environment.tatonnement.dynamics import (
     SIGNALS,
     CentralTatonnement,
     MarketState,
     NetworkTatonnement,
-    make_dynamics,
 )
-from environment.economy import Economy, EconomyError
-from environment.network import Network, build_network
 
 # rules run by the fused kernel (composite rules have their own dynamics: test_composite.py)
 RULE_NAMES = sorted(name for name, cls in RULES.items() if cls.engine is None)
@@ -175,7 +175,7 @@ def numpy_rule(rule, u, signal, buffers):
 
 
 def numpy_round(dyn, state):
-    """The documented round (environment/kernel.py docstring) in plain numpy."""
+    """The documented round (environment/tatonnement/kernel.py docstring) in plain numpy."""
     economy, net = dyn.economy, dyn.network
     W = dense(net)
     A = dense(net, np.ones_like(net.mixing))  # closed-neighbourhood adjacency

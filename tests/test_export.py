@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import run
-from distributed.export import ExportError, export_run, node_table, open_run, to_networkx
-from environment.scenario import build_network_for
+from tatonnet.cli import run
+from tatonnet.environment.scenario import build_network_for
+from tatonnet.results.export import ExportError, export_run, node_table, open_run, to_networkx
 
 
 @pytest.fixture(scope="module")

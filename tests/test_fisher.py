@@ -7,21 +7,22 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agents.rules import RuleError, make_rule
-from agents.utility import LINEAR_TIE_RTOL, Family
-from environment import fisher
-from environment.dynamics import CentralTatonnement, make_dynamics
-from environment.economy import EconomyError
-from environment.equilibrium import distance
-from environment.fisher import FisherMarket, eisenberg_gale
-from environment.network import Network
-from environment.scenario import (
+from tatonnet.agents.rules import RuleError, make_rule
+from tatonnet.agents.utility import LINEAR_TIE_RTOL, Family
+from tatonnet.environment import fisher
+from tatonnet.environment.economy import EconomyError
+from tatonnet.environment.engines import make_dynamics
+from tatonnet.environment.equilibrium import distance
+from tatonnet.environment.fisher import FisherMarket, eisenberg_gale
+from tatonnet.environment.network import Network
+from tatonnet.environment.scenario import (
     ScenarioError,
     build_economy,
     build_network_for,
     initial_prices,
     load_scenario,
 )
+from tatonnet.environment.tatonnement.dynamics import CentralTatonnement
 
 
 def random_market(family: Family, sigma: float, n=60, m=4, seed=0, low=0.1) -> FisherMarket:
@@ -284,7 +285,7 @@ EVERY_RULE_STEP = {
 @pytest.mark.parametrize("rule_name", sorted(EVERY_RULE_STEP))
 def test_every_rule_reaches_the_eisenberg_gale_prices_centrally(rule_name):
     """Known answer per rule: the Eisenberg-Gale prices of a CES (sigma = 2) Fisher market."""
-    from agents.rules import RULES
+    from tatonnet.agents.rules import RULES
 
     assert set(EVERY_RULE_STEP) == set(RULES)  # a new rule must be added here
     market = random_market(Family.CES, 2.0, n=200, seed=5)
@@ -354,7 +355,7 @@ def test_fisher_scenario_rejects_agent_groups_and_small_agents(tmp_path):
 
 
 def test_run_scenario_uses_eg_reference():
-    from distributed.runner import RunConfigError, RunOptions, run_scenario
+    from tatonnet.distributed.runner import RunConfigError, RunOptions, run_scenario
 
     sc = load_scenario("fisher-ces").with_overrides(agents=300, graph="central", step_size=1.0)
     result = run_scenario(sc, RunOptions(workers=0, progress=False))
@@ -436,7 +437,7 @@ def test_pr_round_conserves_money_and_goods(seed, n, m, damping):
 
 
 def test_fisher_scenario_goods_override_and_round_trip(tmp_path):
-    from distributed.runner import RunOptions, load_run_config, save_run_config
+    from tatonnet.distributed.runner import RunOptions, load_run_config, save_run_config
 
     sc = load_scenario("fisher-ces").with_overrides(goods=6, agents=300)
     assert sc.n_goods == 7 and sc.good_names == ("money", *(f"good{j}" for j in range(1, 7)))

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import run
-from distributed.inspect import sparkline
+from tatonnet.cli import run
+from tatonnet.results.inspect import sparkline
 
 
 def invoke(argv, capsys) -> tuple[int, str, str]:
@@ -112,15 +112,15 @@ def test_bad_input_is_one_line_and_exit_2(args, phrase, run_dir, tmp_path, capsy
     argv = ["inspect", *(a.format(**fill) for a in args)]
     code, out, err = invoke(argv, capsys)
     assert code == 2
-    assert len(err.splitlines()) == 1 and err.startswith("run.py inspect: error: "), err
+    assert len(err.splitlines()) == 1 and err.startswith("tatonnet inspect: error: "), err
     assert phrase in err and "Traceback" not in err + out
 
 
 def test_deviation_ranks_non_finite_prices_first():
     import pyarrow as pa
 
-    from distributed.export import RunFolder
-    from distributed.inspect import deviations
+    from tatonnet.results.export import RunFolder
+    from tatonnet.results.inspect import deviations
 
     agents = pa.table({"id": [0, 1, 2], "price_a": [1.0, 1.0, 1.0],
                        "price_b": [2.0, 8.0, np.inf]})  # fmt: skip

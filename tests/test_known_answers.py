@@ -14,12 +14,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.utility import Family
-from distributed.runner import RunOptions, run_scenario
-from environment import equilibrium
-from environment.economy import Economy
-from environment.model import MarketModel
-from environment.scenario import Scenario, build_economy, load_scenario
+from tatonnet.agents.utility import Family
+from tatonnet.distributed.runner import RunOptions, run_scenario
+from tatonnet.environment import equilibrium
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.scenario import Scenario, build_economy, load_scenario
 
 # ---- hand-computed Cobb-Douglas economies -------------------------------------------------
 #

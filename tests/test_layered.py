@@ -14,20 +14,20 @@ import scipy.sparse.csgraph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.rules import PriceRule, RuleError, make_rule
-from agents.rules.base import gradient_step
-from agents.utility import Family
-from environment.dynamics import CentralTatonnement
-from environment.economy import Economy
-from environment.equilibrium import cobb_douglas_equilibrium, distance
-from environment.layered import (
+from tatonnet.agents.rules import PriceRule, RuleError, make_rule
+from tatonnet.agents.rules.base import gradient_step
+from tatonnet.agents.utility import Family
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.equilibrium import cobb_douglas_equilibrium, distance
+from tatonnet.environment.network import Network, build_network
+from tatonnet.environment.tatonnement.dynamics import CentralTatonnement
+from tatonnet.environment.trade.layered import (
     DEFAULTS,
     LayeredError,
     LayeredMarket,
     LayeredMetrics,
     make_layered_dynamics,
 )
-from environment.network import Network, build_network
 
 
 def economy(n=60, g=3, family=Family.CES, sigma=2.0, seed=0, numeraire=0) -> Economy:

@@ -1,7 +1,7 @@
 """MarketModel: a Mesa model whose agents are views, replayable, and equal to its reference path.
 
 The equivalence test is the central one: :meth:`MarketModel.reference_step` runs every
-:class:`agents.trader.Trader.step` in plain Python, :meth:`MarketModel.step` the fused
+:class:`tatonnet.agents.trader.Trader.step` in plain Python, :meth:`MarketModel.step` the fused
 numba kernel; after 20 rounds they must agree to 1e-12 for every rule and both signals,
 on an economy that mixes all four utility families.
 """
@@ -12,10 +12,10 @@ import mesa
 import numpy as np
 import pytest
 
-from agents.rules import RULES
-from agents.trader import Trader
-from environment.model import MarketModel
-from environment.scenario import load_scenario
+from tatonnet.agents.rules import RULES
+from tatonnet.agents.trader import Trader
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.scenario import load_scenario
 
 MIXED = """\
 name = "mixed"

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from environment.network import (
+from tatonnet.environment.network import (
     GENERATORS,
     Network,
     NetworkError,

@@ -13,13 +13,14 @@ import functools
 import numpy as np
 import pytest
 
-from agents.rules import RULES, RuleError, make_rule
-from distributed.engine import ShardEngine
-from environment import equilibrium, kernel
-from environment.dynamics import messages_per_round
-from environment.model import MarketModel
-from environment.network import build_network
-from environment.scenario import load_scenario
+from tatonnet.agents.rules import RULES, RuleError, make_rule
+from tatonnet.distributed.engine import ShardEngine
+from tatonnet.environment import equilibrium
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.network import build_network
+from tatonnet.environment.scenario import load_scenario
+from tatonnet.environment.tatonnement import kernel
+from tatonnet.environment.tatonnement.dynamics import messages_per_round
 
 NEW_RULES = ["adam", "async-blocks", "async-goods", "momentum", "nesterov", "optimistic"]
 

@@ -1,4 +1,4 @@
-"""environment.status: the run's verdict on constructed trajectories with known answers."""
+"""tatonnet.environment.tatonnement.status: the run's verdict on constructed trajectories with known answers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from environment import status
-from environment.status import check_stop, classify, recurrence
+from tatonnet.environment.tatonnement import status
+from tatonnet.environment.tatonnement.status import check_stop, classify, recurrence
 
 T = 400
 

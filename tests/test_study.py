@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import run
-from distributed import study
+from tatonnet.cli import study as study_cli
+from tatonnet.studies import grid as study
 
-ROOT = Path(run.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = """\
 name = "tiny"
@@ -59,7 +59,7 @@ rounds = 50
 
 
 def _main(argv, capsys):
-    rc = study.main(argv)
+    rc = study_cli.main(argv)
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -76,7 +76,7 @@ def tiny(tmp_path_factory):
     grid = base / "tiny.toml"
     grid.write_text(TINY)
     out = base / "out"
-    assert study.main(["--grid", str(grid), "--workers", "0", "--out", str(out), "--quiet"]) == 0
+    assert study_cli.main(["--grid", str(grid), "--workers", "0", "--out", str(out), "--quiet"]) == 0
     return out, _rows(out)
 
 
@@ -223,7 +223,7 @@ def test_layered_market_is_recorded_when_absent(tiny):
     _, rows = tiny
     row = _row(rows, "ces-substitutes", "entropic", graph="ring", market="layered")
     try:
-        import environment.layered  # noqa: F401
+        import tatonnet.environment.trade.layered  # noqa: F401
     except ImportError:
         assert row["status"] == "skipped" and row["reason"].startswith("not available")
         assert row["rounds"] == "0" and row["messages"] == "0"
@@ -232,7 +232,7 @@ def test_layered_market_is_recorded_when_absent(tiny):
 
 
 def test_proportional_response_needs_a_fisher_market():
-    from environment.scenario import load_scenario
+    from tatonnet.environment.scenario import load_scenario
 
     reason = study._incompatible("proportional-response", load_scenario("scarf"))
     assert reason is not None and "Fisher" in reason
@@ -326,7 +326,7 @@ def test_same_seed_same_table(tiny, tmp_path):
 
 def test_help_lists_the_outputs(capsys):
     with pytest.raises(SystemExit) as exc:
-        study.main(["--help"])
+        study_cli.main(["--help"])
     assert exc.value.code == 0
     assert "verdicts.csv" in capsys.readouterr().out
 
@@ -369,7 +369,7 @@ def test_a_failing_cell_is_an_error_row_and_exit_1(tmp_path, capsys, monkeypatch
 def test_figures_survive_infinite_excess_demand(tmp_path):
     """A diverged cell's trajectory ends in inf / nan: the log-scale convergence plot must
     still be drawn (regression: matplotlib raised OverflowError on inf)."""
-    from distributed.study_report import plot_figures
+    from tatonnet.studies.report import plot_figures
 
     rounds = np.arange(0, 50)
     excess = np.geomspace(0.1, 1e200, 50)
@@ -390,7 +390,7 @@ def test_figures_survive_infinite_excess_demand(tmp_path):
 
 def test_headline_tables_count_what_ran():
     """Converged / run per rule and scenario, skipped cells left out, other statuses named."""
-    from distributed.study_report import headline_tables
+    from tatonnet.studies.report import headline_tables
 
     def row(rule, scenario, status, mode="central", market="flat", step=0.1, rounds=10):
         return {"rule": rule, "scenario": scenario, "status": status, "mode": mode,

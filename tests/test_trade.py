@@ -1,7 +1,7 @@
 """Trade on the network: conservation, individual rationality, sharding, known structures.
 
 * after every round: every good conserved, no holding negative, every executed trade
-  raises both parties' utility (checked with ``agents.utility.utility``, an implementation
+  raises both parties' utility (checked with ``tatonnet.agents.utility.utility``, an implementation
   independent of the trade kernel) at a price between the two MRS — over random
   economies and graphs (hypothesis);
 * sharded runs (1, 2, 3 shards, two-phase boundary settlement) are bit-identical to the
@@ -21,13 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import run
-from agents.utility import utility
-from distributed.trade_shard import ShardedTrade
-from environment import flows
-from environment import trade as tr
-from environment.economy import Economy
-from environment.network import build_network, from_graph
+from tatonnet.agents.utility import utility
+from tatonnet.cli import run
+from tatonnet.distributed.trade_shard import ShardedTrade
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.network import build_network, from_graph
+from tatonnet.environment.trade import bilateral as tr
+from tatonnet.environment.trade import flows
 
 FAMILY_SIGMA = {0: np.inf, 1: 1.0, 2: 0.0}
 
@@ -248,7 +248,7 @@ def test_user_errors():
     with pytest.raises(tr.TradeError, match="halvings"):
         tr.TradeConfig(halvings=0)
     economy = random_economy(0, 5, 2)
-    from environment.network import Network
+    from tatonnet.environment.network import Network
 
     with pytest.raises(tr.TradeError, match="central"):
         tr.run_trade(economy, Network.central(5), tr.TradeConfig(), 3)
@@ -311,7 +311,7 @@ def test_cli_trade_user_errors_exit_2(tmp_path, capsys, argv, message):
 
 
 def test_trade_table_is_validated(tmp_path, capsys):
-    from environment.scenario import BUILTIN_DIR
+    from tatonnet.environment.scenario import BUILTIN_DIR
 
     text = (BUILTIN_DIR / "trade-axtell.toml").read_text().replace('"barter"', '"gold"')
     path = tmp_path / "bad.toml"

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from agents import utility
-from agents.utility import LINEAR_TIE_RTOL, Family, demand, demand_row
+from tatonnet.agents import utility
+from tatonnet.agents.utility import LINEAR_TIE_RTOL, Family, demand, demand_row
 
 LIN, CD, LEO, CES = Family.LINEAR, Family.COBB_DOUGLAS, Family.LEONTIEF, Family.CES
 

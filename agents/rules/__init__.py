@@ -1,11 +1,11 @@
 """Price-update rules: a registry of small objects, one module each.
 
->>> from agents.rules import make_rule
+>>> from tatonnet.agents.rules import make_rule
 >>> make_rule("entropic", step_size=0.1).params()
 array([0.1])
 """
 
-from agents.rules import (  # noqa: F401  (registers)
+from tatonnet.agents.rules import (  # noqa: F401  (registers)
     adam,
     additive,
     asynchronous,
@@ -18,7 +18,7 @@ from agents.rules import (  # noqa: F401  (registers)
     optimistic,
     proportional_response,
 )
-from agents.rules.base import (
+from tatonnet.agents.rules.base import (
     PRICE_FLOOR,
     RULES,
     PriceRule,

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from agents.rules.base import PriceRule, gradient_step, register
+from tatonnet.agents.rules.base import PriceRule, gradient_step, register
 
 
 @register

@@ -10,8 +10,8 @@ import dataclasses
 
 import numpy as np
 
-from agents.rules.base import PriceRule, register, rule_kernel
-from agents.rules.momentum import require_in, require_integer
+from tatonnet.agents.rules.base import PriceRule, register, rule_kernel
+from tatonnet.agents.rules.momentum import require_in, require_integer
 
 
 @rule_kernel

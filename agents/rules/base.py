@@ -38,7 +38,7 @@ Class-level hooks a rule may override (defaults suit a one-exchange rule):
 ``engine``
     ``None`` for rules that fit the kernel contract above. A rule that needs more than one
     kernel call per round (extragradient, Newton) names the dynamics that runs it, and
-    :func:`environment.dynamics.make_dynamics` dispatches on it.
+    :func:`tatonnet.environment.engines.make_dynamics` dispatches on it.
 """
 
 from __future__ import annotations

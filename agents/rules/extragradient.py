@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from agents.rules.base import PriceRule, gradient_step, register
+from tatonnet.agents.rules.base import PriceRule, gradient_step, register
 
 
 @register
@@ -25,7 +25,7 @@ class Extragradient(PriceRule):
     auctioneer evaluates ``Z`` exactly at ``u_half`` and ``u_new`` (each is one exchange:
     every agent reports its g-vector excess demand and receives g prices).
 
-    On a graph (gradient tracking as in :mod:`environment.kernel`: Metropolis weights
+    On a graph (gradient tracking as in :mod:`tatonnet.environment.tatonnement.kernel`: Metropolis weights
     ``W`` over closed neighbourhoods, ``c_i = 1 / mean_{N[i]} e`` the signal scale)::
 
         exchange 1 (send u_j, y_j):   uh_i = (W u)_i + eta c_i y_i        # look ahead
@@ -48,7 +48,7 @@ class Extragradient(PriceRule):
     second: 3·g per directed edge per round (:meth:`round_floats`). Under ``central``:
     per exchange each agent reports g floats and receives g, 4·g per agent per round.
     ``kernel`` is the plain gradient step of each half step. Runs in-process only
-    (:mod:`environment.composite`), not on the sharded/Ray engine.
+    (:mod:`tatonnet.environment.tatonnement.composite`), not on the sharded/Ray engine.
     """
 
     name = "extragradient"

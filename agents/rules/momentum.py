@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from agents.rules.base import PriceRule, RuleError, register, rule_kernel
+from tatonnet.agents.rules.base import PriceRule, RuleError, register, rule_kernel
 
 
 def require_in(rule: PriceRule, name: str, low: float, high: float, low_closed=True) -> None:

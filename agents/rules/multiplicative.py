@@ -3,7 +3,7 @@
 import dataclasses
 import math
 
-from agents.rules.base import PriceRule, RuleError, register, rule_kernel
+from tatonnet.agents.rules.base import PriceRule, RuleError, register, rule_kernel
 
 
 @rule_kernel

@@ -2,8 +2,8 @@
 
 import dataclasses
 
-from agents.rules.base import PriceRule, register, rule_kernel
-from agents.rules.momentum import require_in
+from tatonnet.agents.rules.base import PriceRule, register, rule_kernel
+from tatonnet.agents.rules.momentum import require_in
 
 
 @rule_kernel

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from agents.rules.base import PriceRule, RuleError, gradient_step, register
+from tatonnet.agents.rules.base import PriceRule, RuleError, gradient_step, register
 
 
 @register
@@ -17,7 +17,7 @@ class Newton(PriceRule):
     -----
     Let ``f`` be the non-numeraire goods, ``zeta = Z / S`` the relative excess demand and
     ``J = diag(1/S) dZ/dlog p`` restricted to ``f x f`` (income effect included, see
-    :mod:`agents.jacobian`). Each round, with ``lam = damping * (trace(J^T J) / (g-1))
+    :mod:`tatonnet.agents.jacobian`). Each round, with ``lam = damping * (trace(J^T J) / (g-1))
     + 1e-300`` (a relative Levenberg–Marquardt term, so the system is always solvable,
     also where ``J`` is singular)::
 
@@ -32,7 +32,7 @@ class Newton(PriceRule):
 
     ``central``: the auctioneer uses the exact aggregate Jacobian ``sum_i dz_i/dlog p``.
     On a graph, each agent tracks both the average excess demand (``y``, as in
-    :mod:`environment.kernel`) and the average ``f x f`` Jacobian block (``H``), and
+    :mod:`tatonnet.environment.tatonnement.kernel`) and the average ``f x f`` Jacobian block (``H``), and
     solves its own system with the trackers it has just received, mixed: ``zeta_hat =
     c_i (W y)_i``, ``J_hat = diag(c_i) (W H)_i`` (``c_i`` the kernel's signal scale, 1 /
     neighbourhood-mean endowment; under ``local``, neighbourhood sums of ``z`` and of the
@@ -51,7 +51,7 @@ class Newton(PriceRule):
     per round, each ``2 g + (g-1)^2`` floats per neighbour (log-prices, tracker, Jacobian
     tracker). Under ``central`` each agent reports ``g + (g-1)^2`` floats (excess demand and
     its Jacobian block) and receives g prices. ``kernel`` (a plain gradient step) is not
-    used by the Newton dynamics. Runs in-process only (:mod:`environment.composite`).
+    used by the Newton dynamics. Runs in-process only (:mod:`tatonnet.environment.tatonnement.composite`).
     """
 
     name = "newton"

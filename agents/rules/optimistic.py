@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from agents.rules.base import PriceRule, register, rule_kernel
+from tatonnet.agents.rules.base import PriceRule, register, rule_kernel
 
 
 @rule_kernel

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from agents.rules.base import PriceRule, RuleError, register
+from tatonnet.agents.rules.base import PriceRule, RuleError, register
 
 
 @register
@@ -13,7 +13,7 @@ class ProportionalResponse(PriceRule):
     Notes
     -----
     Not a tâtonnement kernel: buyers update *bids* ``b_ij`` and prices are their totals,
-    ``p_j = sum_i b_ij / s_j``; the dynamics is :mod:`environment.fisher` (engine
+    ``p_j = sum_i b_ij / s_j``; the dynamics is :mod:`tatonnet.environment.fisher` (engine
     ``"proportional-response"``). Per round every buyer moves to ``b_i <- (1 - eta) b_i +
     eta * B_i w_i / sum_j w_ij`` with ``w_ij = a_ij x_ij`` (linear; Wu & Zhang 2007),
     ``a_ij^(1/sigma) x_ij^rho`` (CES substitutes; Zhang 2011) or ``a_ij p_j^(1-sigma)``
@@ -30,7 +30,7 @@ class ProportionalResponse(PriceRule):
     name = "proportional-response"
     space = "log"
     engine = "proportional-response"
-    kernel = None  # the engine runs it (see environment.fisher)
+    kernel = None  # the engine runs it (see tatonnet.environment.fisher)
 
     step_size: float = 1.0
 

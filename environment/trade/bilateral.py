@@ -6,11 +6,11 @@ one bilateral trade: one good against another, at a price between their two marg
 rates of substitution, in a quantity limited by what they hold, executed only if **both**
 utilities strictly rise. Whether an agent ends up as a middleman is not a label: an agent
 that buys a good where it is cheap (relative to its own MRS) and sells it where it is dear
-is one, and :mod:`environment.flows` measures it.
+is one, and :mod:`tatonnet.environment.trade.flows` measures it.
 
 State is a structure of arrays (:class:`TradeState`, row ``i`` = agent ``i``); a round is
 a pure function (:func:`trade_round`); the per-pair economics is one numba kernel
-(:func:`trade_pairs`) that the sharded engine (:mod:`distributed.trade_shard`) runs on
+(:func:`trade_pairs`) that the sharded engine (:mod:`tatonnet.distributed.trade_shard`) runs on
 its own pairs, so in-process and sharded runs are bit-identical.
 
 Notes
@@ -57,8 +57,8 @@ import dataclasses
 import numba
 import numpy as np
 
-from environment.economy import Economy
-from environment.network import Network
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.network import Network
 
 #: trade statuses returned by :func:`trade_pairs`
 EXECUTED, NO_GAP, REJECTED = 0, 1, 2
@@ -542,7 +542,7 @@ def run_trade(
     valuations), ``price_std`` (mean over goods of the std of the log prices, in
     numeraire, of this round's executed trades of that good against the numeraire; NaN
     if none), ``intermediary_share`` (cumulative: share of active agents with unit-weighted
-    throughput >= 0.5, see :mod:`environment.flows`).
+    throughput >= 0.5, see :mod:`tatonnet.environment.trade.flows`).
     """
     if network.is_central:
         raise TradeError("trade: goods move along edges; the 'central' network has none")

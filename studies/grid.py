@@ -1,6 +1,6 @@
 """``python run.py study``: a grid of scenarios x rules x step sizes x seeds x markets, judged.
 
-The grid is a TOML *study file* (built-in: ``environment/studies/xor.toml``, the default,
+The grid is a TOML *study file* (built-in: ``studies/specs/xor.toml``, the default,
 and ``quick.toml`` for ``--quick``), validated with pydantic. It is a list of ``[[sweep]]``
 tables; each sweep is the product of its lists::
 
@@ -21,7 +21,7 @@ scenario's own step size when the scenario names that rule, else at the rule's d
 
 Every *cell* (one scenario, graph, market, rule, step size, seed) runs the dynamics
 directly (no per-run folder) for at most ``rounds`` rounds, stops when
-:func:`environment.status.check_stop` says converged or diverged, and is otherwise
+:func:`tatonnet.environment.tatonnement.status.check_stop` says converged or diverged, and is otherwise
 classified from its trajectory. Cells are deterministic, so the table is identical
 whatever the number of Ray workers. Combinations that cannot run (proportional response on
 an exchange economy, a market whose module is absent) are kept as rows with status
@@ -40,7 +40,6 @@ per round) times the rounds run.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import math
@@ -54,11 +53,9 @@ import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distributed import study_report as report
-from distributed.cli import EXIT_USAGE, OneLineParser, non_negative_int
-from environment.scenario import BUILTIN_DIR, find_toml
+from tatonnet.environment.scenario import find_toml
 
-STUDIES_DIR = BUILTIN_DIR.parent / "studies"
+STUDIES_DIR = Path(__file__).parent / "specs"
 MARKETS = ("flat", "layered")
 #: Trajectory points kept per cell in ``cells.parquet`` and the figures.
 KEEP_POINTS = 400
@@ -181,9 +178,9 @@ def expand(study: Study) -> list[Cell]:
     Every scenario name, rule name, graph kind and (rule, step size, hyperparameters)
     combination is checked here, before anything runs or any folder is created.
     """
-    from agents.rules import RULES, RuleError, make_rule
-    from environment.network import GENERATORS
-    from environment.scenario import ScenarioError, load_scenario
+    from tatonnet.agents.rules import RULES, RuleError, make_rule
+    from tatonnet.environment.network import GENERATORS
+    from tatonnet.environment.scenario import ScenarioError, load_scenario
 
     cells: list[Cell] = []
     for k, sw in enumerate(study.sweep):
@@ -229,9 +226,9 @@ def expand(study: Study) -> list[Cell]:
 # ---- verdicts, equilibria and markets of a cell -----------------------------------------
 def _safe_equilibria(economy, seed: int = 0) -> tuple[list[np.ndarray], str]:
     """The reference equilibria ``run.py`` reports
-    (:func:`environment.equilibrium.reference_equilibria`), with a solver failure recorded
+    (:func:`tatonnet.environment.equilibrium.reference_equilibria`), with a solver failure recorded
     instead of ending the study."""
-    from environment import equilibrium
+    from tatonnet.environment import equilibrium
 
     try:
         return equilibrium.reference_equilibria(economy, seed=seed)
@@ -240,7 +237,7 @@ def _safe_equilibria(economy, seed: int = 0) -> tuple[list[np.ndarray], str]:
 
 
 def judge(history: dict, stop, tol: float, numeraire: int, references=(), space="log") -> dict:
-    """Verdict columns of one run (:func:`environment.status.classify_run`).
+    """Verdict columns of one run (:func:`tatonnet.environment.tatonnement.status.classify_run`).
 
     ``history`` holds per-round arrays from round 1: ``excess_demand`` (T,),
     ``price_dispersion`` (T,), ``mean_price`` (T, g), ``log_min`` / ``log_max`` (T, g)
@@ -250,7 +247,7 @@ def judge(history: dict, stop, tol: float, numeraire: int, references=(), space=
     (cycling), ``evidence`` (one line: period and amplitude trend, the price heading to
     0 / infinity and the smallest price, or the remaining dispersion).
     """
-    from environment import status
+    from tatonnet.environment.tatonnement import status
 
     with np.errstate(divide="ignore", invalid="ignore"):
         logp = np.log(history["mean_price"])
@@ -301,15 +298,15 @@ def make_market(market: str, economy, network, rule, signal: str):
 
     Returns ``(dynamics, None)`` or ``(None, reason)`` when the combination cannot run.
     """
-    from environment.dynamics import make_dynamics
+    from tatonnet.environment.engines import make_dynamics
 
     if market == "layered":
         try:
-            from environment.layered import make_layered_dynamics
+            from tatonnet.environment.trade.layered import make_layered_dynamics
         except ModuleNotFoundError as exc:
-            if exc.name != "environment.layered":
+            if exc.name != "tatonnet.environment.trade.layered":
                 raise
-            return None, "not available: environment.layered is not installed"
+            return None, "not available: tatonnet.environment.trade.layered is not installed"
         factory = make_layered_dynamics
     else:
         factory = functools.partial(make_dynamics, signal=signal)
@@ -331,7 +328,7 @@ def _incompatible(rule_name: str, scenario) -> str | None:
 @functools.lru_cache(maxsize=16)
 def _economy(scenario_name: str, agents: int | None, graph: str, seed: int):
     """Scenario, economy and network of a cell (cached: cells share them)."""
-    from environment.scenario import build_economy, build_network_for, load_scenario
+    from tatonnet.environment.scenario import build_economy, build_network_for, load_scenario
 
     sc = load_scenario(scenario_name).with_overrides(
         agents=agents, graph=None if graph == "scenario" else graph, seed=seed
@@ -356,10 +353,11 @@ def _downsample(T: int, keep: int = KEEP_POINTS) -> np.ndarray:
 
 def run_cell(cell: Cell) -> dict:
     """Run one cell; returns ``{"row": verdict row, "trajectory": downsampled arrays}``."""
-    from agents.rules import make_rule
-    from environment import equilibrium, status
-    from environment.dynamics import messages_per_round
-    from environment.scenario import initial_prices
+    from tatonnet.agents.rules import make_rule
+    from tatonnet.environment import equilibrium
+    from tatonnet.environment.scenario import initial_prices
+    from tatonnet.environment.tatonnement import status
+    from tatonnet.environment.tatonnement.dynamics import messages_per_round
 
     t0 = time.perf_counter()
     sc, economy, network = _economy(cell.scenario, cell.agents, cell.graph, cell.seed)
@@ -505,7 +503,7 @@ def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bo
             return results
         import ray
 
-        from distributed import cluster
+        from tatonnet.distributed import cluster
 
         cluster.connect(workers, address)
         # heavy cells first, so that the last ones to finish are short
@@ -527,88 +525,3 @@ def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bo
                 ray.cancel(ref, force=True)
             raise
     return results
-
-
-# ---- command line -------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="run.py study",
-        description=(
-            "Run a grid of scenarios x rules x step sizes x seeds (x central/network, flat/"
-            "layered market) and write a verdict table (verdicts.csv, verdicts.md), the "
-            "downsampled trajectories (cells.parquet) and figures (simplex-*.png for 3-good "
-            "economies, convergence-*.png)."
-        ),
-        epilog="Exit status: 0 when the grid ran (whatever the verdicts), 2 for invalid "
-        "input, 130 when interrupted (no result folder is left).",
-    )
-    grid = parser.add_mutually_exclusive_group()
-    grid.add_argument("--grid", metavar="FILE|NAME",
-                      help="study file (TOML) or built-in name (default: xor)")  # fmt: skip
-    grid.add_argument("--quick", action="store_true", help="a tiny built-in grid (seconds)")
-    parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="result folder (default: runs/study-<name>)")  # fmt: skip
-    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--workers", type=non_negative_int, default=2, metavar="K",
-                        help="Ray workers (default 2, local Ray); 0 runs in this process")  # fmt: skip
-    parser.add_argument("--address", metavar="HOST:PORT", help="join an existing Ray cluster")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-
-    from distributed import cluster
-    from distributed.output import OutputError, atomic_dir, check_out_dir
-
-    t0 = time.perf_counter()
-    try:
-        study = load_study("quick" if args.quick else (args.grid or "xor"))
-        cells = expand(study)
-        out = args.out or Path("runs") / f"study-{study.name}"
-        check_out_dir(out, args.force)
-        with atomic_dir(out, args.force) as work:
-            results = run_cells(cells, args.workers, args.address, progress=not args.quiet)
-            rows = [r["row"] for r in results]
-            report.write_csv(rows, work / "verdicts.csv")
-            seconds = sum(r.get("seconds", 0.0) for r in rows)
-            footer = (
-                f"Ran with `--workers {args.workers}` in {time.perf_counter() - t0:.0f} s "
-                f"({seconds:.0f} s of cell time); reasons and all columns: verdicts.csv."
-            )
-            report.write_markdown(study, rows, work / "verdicts.md", footer)
-            report.write_trajectories(results, work / "cells.parquet")
-            report.write_timing(rows, work / "timing.csv")
-            (work / "headline.md").write_text(report.headline_tables(rows) + "\n")
-            report.plot_figures(results, work)
-    except (StudyError, OutputError, cluster.ClusterError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; no result folder written", file=sys.stderr)
-        return 130
-    finally:
-        cluster.shutdown()
-    counts = {
-        s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)
-    }
-    print(f"study {study.name}: {len(rows)} cells in {time.perf_counter() - t0:.1f} s - "
-          + ", ".join(f"{s} {n}" for s, n in counts.items()))  # fmt: skip
-    print(f"results:  {out}")
-    errors = [r for r in rows if r["status"] == "error"]
-    if errors:
-        first = errors[0]
-        print(
-            f"{parser.prog}: {len(errors)} cell(s) failed (status 'error' in verdicts.csv); "
-            f"first: cell {first['cell']} ({first['scenario']}, {first['rule']}): "
-            f"{first['reason']}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -54,7 +54,7 @@ PERIOD_DRIFT = (0.98, 1.02)
 RETURN_EPS = 0.05
 RETURN_EXCURSION = 0.5
 RETURN_MATCH = 0.1
-#: smallest price the price-space engines keep (agents.rules.base.PRICE_FLOOR)
+#: smallest price the price-space engines keep (tatonnet.agents.rules.base.PRICE_FLOOR)
 PRICE_FLOOR = 1e-12
 
 
@@ -285,12 +285,12 @@ def classify_run(
     Parameters
     ----------
     excess_demand, dispersion : (T,) per-round relative excess-demand norm and log-price
-        dispersion (as :class:`environment.dynamics.RoundMetrics`)
+        dispersion (as :class:`tatonnet.environment.tatonnement.dynamics.RoundMetrics`)
     log_prices : (T, g) log of the network-mean price of each good per round
     numeraire : the good whose price is 1
     tol : convergence tolerance on both excess demand and dispersion
     references : list of (g,) reference equilibria (numeraire = 1), e.g. from
-        :func:`environment.equilibrium.find_equilibria`
+        :func:`tatonnet.environment.equilibrium.find_equilibria`
     log_min, log_max : (T, g) smallest / largest log-price over agents per round
         (default: ``log_prices``, right for a central run)
     space : "price" or "log" — the rule's coordinates (picks the conserved quantity)

@@ -1,10 +1,10 @@
-"""``python run.py dashboard``: start the live dashboard (a Solara server) and print its URL.
+"""``tatonnet dashboard``: start the live dashboard (a Solara server) and print its URL.
 
-python run.py dashboard                           # http://127.0.0.1:8765/
-python run.py dashboard --scenario scarf --graph central --port 9000
-python run.py dashboard --agents 10000            # draws 2,000 of them (--max-drawn)
+tatonnet dashboard                           # http://127.0.0.1:8765/
+tatonnet dashboard --scenario scarf --graph central --port 9000
+tatonnet dashboard --agents 10000            # draws 2,000 of them (--max-drawn)
 
-Equivalent without run.py: ``TATONNET_DASHBOARD='{"agents": 500}' solara run dashboard.page``.
+Equivalent by hand: ``TATONNET_DASHBOARD='{"agents": 500}' solara run tatonnet.dashboard.page``.
 """
 
 from __future__ import annotations
@@ -15,20 +15,16 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
-from agents.rules import RuleError
-from distributed.cli import EXIT_USAGE, OneLineParser, positive_int
-from environment.economy import EconomyError
-from environment.network import NetworkError
-from environment.scenario import ScenarioError
+from tatonnet.cli.parsing import EXIT_USAGE, OneLineParser, positive_int
+from tatonnet.environment.scenario import SCENARIO_ERRORS
 
-USER_ERRORS = (ScenarioError, RuleError, NetworkError, EconomyError, ValueError)
+USER_ERRORS = (*SCENARIO_ERRORS, ValueError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
-        prog="run.py dashboard",
+        prog="tatonnet dashboard",
         description="Live dashboard (Mesa SolaraViz): the network coloured by price deviation, "
         "excess demand and dispersion per round, step / play / reset and scenario controls.",
     )
@@ -50,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_options(args) -> dict:
     """Validate the starting options by building the scenario; the page's JSON config."""
-    from environment.scenario import load_scenario
+    from tatonnet.environment.scenario import load_scenario
 
     scenario = load_scenario(args.scenario).with_overrides(
         agents=args.agents, graph=args.graph, rule=args.rule, step_size=args.step_size,
@@ -79,18 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    root = str(Path(__file__).resolve().parents[1])
     # No calls home: Solara's version check and usage telemetry are off.
     env = dict(os.environ, TATONNET_DASHBOARD=json.dumps(config))
     env.setdefault("SOLARA_TELEMETRY_MIXPANEL_ENABLE", "False")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     cmd = [
-        sys.executable, "-m", "solara", "run", "dashboard.page", "--host", args.host,
+        sys.executable, "-m", "solara", "run", "tatonnet.dashboard.page", "--host", args.host,
         "--port", str(args.port), "--production", "--no-open", "--no-check-version",
     ]  # fmt: skip
     print(f"tatonnet dashboard: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
     try:
-        return subprocess.call(cmd, env=env, cwd=root)
+        return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
         return 130
 

@@ -1,7 +1,7 @@
 """Tâtonnement dynamics: decentralized (every agent its own prices) and central (one auctioneer).
 
 Each class validates and precomputes once, then calls the numba kernels of
-:mod:`environment.kernel` on raw arrays (the QuantEcon pattern). The state is a structure
+:mod:`tatonnet.environment.tatonnement.kernel` on raw arrays (the QuantEcon pattern). The state is a structure
 of arrays; :meth:`step` is a function of the state alone (no I/O, no randomness).
 """
 
@@ -13,10 +13,10 @@ import numba
 import numpy as np
 import scipy.sparse
 
-from agents.rules import PRICE_FLOOR, PriceRule
-from environment import kernel
-from environment.economy import Economy
-from environment.network import Network
+from tatonnet.agents.rules import PRICE_FLOOR, PriceRule
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.network import Network
+from tatonnet.environment.tatonnement import kernel
 
 SIGNALS = ("tracking", "local")
 
@@ -135,7 +135,7 @@ class NetworkTatonnement:
     network : Network (not central)
     rule : PriceRule
     signal : {"tracking", "local"}
-        What each agent feeds its rule (see :mod:`environment.kernel`).
+        What each agent feeds its rule (see :mod:`tatonnet.environment.tatonnement.kernel`).
     """
 
     def __init__(self, economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
@@ -305,40 +305,3 @@ def messages_per_round(rule: PriceRule, network: Network, n_goods: int) -> dict:
         if round_floats is not None:
             floats = directed * round_floats(n_goods, False)
     return {"exchanges": exchanges, "messages": messages, "floats": floats}
-
-
-#: Dynamics for rules whose ``engine`` is not None: ``name -> factory(economy, network,
-#: rule, signal)``. Modules that define such an engine add it with :func:`register_dynamics`.
-DYNAMICS: dict = {}
-
-
-def register_dynamics(name: str):
-    """Decorator: ``@register_dynamics("newton")`` on a factory ``(economy, network, rule,
-    signal) -> dynamics``."""
-
-    def add(factory):
-        DYNAMICS[name] = factory
-        return factory
-
-    return add
-
-
-def make_dynamics(economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
-    """The dynamics that runs ``rule``: the fused kernel on a graph, the central auctioneer
-    for ``central``, or the engine a composite rule names (see :data:`DYNAMICS`)."""
-    if rule.engine is not None:
-        try:
-            factory = DYNAMICS[rule.engine]
-        except KeyError:
-            raise ValueError(
-                f"rule {rule.name!r}: no dynamics registered as {rule.engine!r}"
-            ) from None
-        return factory(economy, network, rule, signal)
-    if network.is_central:
-        return CentralTatonnement(economy, rule)
-    return NetworkTatonnement(economy, network, rule, signal)
-
-
-# The composite rules' dynamics register themselves in DYNAMICS on import; importing them
-# here (after everything they use is defined) makes make_dynamics always find them.
-from environment import composite  # noqa: E402, F401

@@ -1,9 +1,4 @@
-"""``python run.py inspect RUN_DIR``: a terminal summary of a finished run.
-
-python run.py inspect runs/cd                     # status, convergence curve, price outliers
-python run.py inspect runs/cd --agent 17          # one agent: prices, holdings, neighbours
-python run.py inspect runs/cd --agent 17 --history   # ... and its prices per round (replay)
-python run.py inspect runs/cd --export out/ --format graphml,gexf,parquet
+"""A finished run folder as terminal text: summary, one agent, an agent's replayed history.
 
 An agent's per-round history is not stored in a run folder (it would be rounds x agents x
 goods floats); ``--history`` replays the run in this process from ``run.json`` — same
@@ -14,35 +9,13 @@ agent-rounds.
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 import numpy as np
 
-from distributed.cli import EXIT_USAGE, OneLineParser
-from distributed.export import FORMATS, ExportError, RunFolder, export_run, open_run
+from tatonnet.results.export import ExportError, RunFolder
 
 #: ``--history`` replays at most this many agent-rounds (~1 minute on one core).
 REPLAY_LIMIT = 100_000_000
 BLOCKS = " ▁▂▃▄▅▆▇█"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog="run.py inspect",
-        description="Summarize a finished run folder (status, convergence curve, price "
-        "outliers), one agent (--agent), or export it (--export).",
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a result folder written by run.py")
-    p.add_argument("--agent", type=int, metavar="ID", help="show one agent")
-    p.add_argument("--history", action="store_true",
-                   help="with --agent: replay the run to show the agent's prices per round")  # fmt: skip
-    p.add_argument("--top", type=int, default=5, metavar="K", help="price outliers shown (5)")
-    p.add_argument("--width", type=int, default=60, help="columns of the text curves (60)")
-    p.add_argument("--export", metavar="DIR", help="write exports of the run into DIR")
-    p.add_argument("--format", default=",".join(FORMATS),
-                   help=f"with --export: comma-separated, of {', '.join(FORMATS)} (all)")  # fmt: skip
-    return p
 
 
 # ---- text charts --------------------------------------------------------------------------
@@ -139,7 +112,7 @@ def agent_text(run: RunFolder, agent: int, history: bool = False, width: int = 6
     n = run.n_agents
     if not 0 <= agent < n:
         raise ExportError(f"--agent: no agent {agent}: ids run from 0 to {n - 1}")
-    from distributed.export import node_table
+    from tatonnet.results.export import node_table
 
     row = node_table(run).slice(agent, 1).to_pylist()[0]
     goods = run.goods
@@ -189,7 +162,7 @@ def replay_history(run: RunFolder, agent: int) -> np.ndarray:
             f"--history: replaying {rounds} rounds of {run.n_agents} agents is over the "
             f"{REPLAY_LIMIT:.0e} agent-round limit of this command"
         )
-    from environment.model import MarketModel
+    from tatonnet.environment.model import MarketModel
 
     model = MarketModel(run.scenario, mesa_agents=False)
     out = np.empty((rounds + 1, len(run.goods)))
@@ -214,31 +187,3 @@ def history_lines(run: RunFolder, agent: int, width: int = 60) -> list[str]:
     for r in rows:
         lines.append(f"  round {r:6d}  {_vec(path[r])}")
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        if args.top < 0 or args.width < 5:
-            raise ExportError("--top must be >= 0 and --width >= 5")
-        if args.history and args.agent is None:
-            raise ExportError("--history needs --agent ID")
-        run = open_run(args.run_dir)
-        if args.export:
-            formats = [f.strip() for f in args.format.split(",") if f.strip()]
-            for path in export_run(run, args.export, formats):
-                print(f"wrote {path}")
-            return 0
-        if args.agent is not None:
-            print(agent_text(run, args.agent, args.history, args.width))
-        else:
-            print(summary_text(run, args.top, args.width))
-    except ExportError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

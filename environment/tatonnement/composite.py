@@ -1,21 +1,21 @@
 """Dynamics of the composite rules: extragradient and Newton-type tâtonnement.
 
 These rules need more than one kernel call (or more than excess demand) per round, so
-they do not fit the fused round of :mod:`environment.kernel`. Each has a decentralized
-version (a subclass of :class:`~environment.dynamics.NetworkTatonnement`: every agent
+they do not fit the fused round of :mod:`tatonnet.environment.tatonnement.kernel`. Each has a decentralized
+version (a subclass of :class:`~tatonnet.environment.tatonnement.dynamics.NetworkTatonnement`: every agent
 uses only its own row and its neighbours' messages, mixed with the Metropolis weights
-``W`` of :class:`~environment.network.Network`) and a central one (a subclass of
-:class:`~environment.dynamics.CentralTatonnement`). The round is vectorized numpy /
+``W`` of :class:`~tatonnet.environment.network.Network`) and a central one (a subclass of
+:class:`~tatonnet.environment.tatonnement.dynamics.CentralTatonnement`). The round is vectorized numpy /
 scipy.sparse: ``W @ X`` for the messages, the numba kernel
-:func:`environment.kernel.excess_demand_rows` for demand, batched ``numpy.linalg`` for the
+:func:`tatonnet.environment.tatonnement.kernel.excess_demand_rows` for demand, batched ``numpy.linalg`` for the
 Newton systems; no Python loop over agents. The economics of the update is documented on
-the rules (:class:`agents.rules.extragradient.Extragradient`,
-:class:`agents.rules.newton.Newton`).
+the rules (:class:`tatonnet.agents.rules.extragradient.Extragradient`,
+:class:`tatonnet.agents.rules.newton.Newton`).
 
 They run in this process only (``--workers 0``); the sharded/Ray engine runs the fused
-kernel alone. Registered in :data:`environment.dynamics.DYNAMICS` under the rules'
-``engine`` names; :mod:`environment.dynamics` imports this module, so
-:func:`~environment.dynamics.make_dynamics` always finds them.
+kernel alone. Registered in :data:`tatonnet.environment.engines.DYNAMICS` under the rules'
+``engine`` names; :mod:`tatonnet.environment.tatonnement.dynamics` imports this module, so
+:func:`~tatonnet.environment.engines.make_dynamics` always finds them.
 """
 
 from __future__ import annotations
@@ -25,21 +25,20 @@ import dataclasses
 import numpy as np
 import scipy.sparse
 
-from agents import jacobian
-from agents.rules import PriceRule, RuleError
-from environment import kernel
-from environment.dynamics import (
+from tatonnet.agents import jacobian
+from tatonnet.agents.rules import PriceRule, RuleError
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.network import Network
+from tatonnet.environment.tatonnement import kernel
+from tatonnet.environment.tatonnement.dynamics import (
     CentralTatonnement,
     MarketState,
     NetworkTatonnement,
     RoundMetrics,
     reduce_partials,
-    register_dynamics,
     state_partials,
     use_threads,
 )
-from environment.economy import Economy
-from environment.network import Network
 
 #: Absolute floor of the Levenberg–Marquardt term (keeps ``J^T J + lam I`` invertible).
 LM_FLOOR = 1e-300
@@ -144,8 +143,8 @@ class _NetworkComposite(NetworkTatonnement):
 class NetworkExtragradient(_NetworkComposite):
     """Decentralized extragradient tâtonnement (two message exchanges per round).
 
-    The update is written out in :class:`agents.rules.extragradient.Extragradient`
-    (``Notes``). State: :class:`~environment.dynamics.MarketState` with ``coords`` (n, g)
+    The update is written out in :class:`tatonnet.agents.rules.extragradient.Extragradient`
+    (``Notes``). State: :class:`~tatonnet.environment.tatonnement.dynamics.MarketState` with ``coords`` (n, g)
     log-prices, ``tracker`` (n, g) (equal to ``excess`` under ``local``), ``excess`` (n, g).
     """
 
@@ -188,7 +187,6 @@ def _central_log_step(u: np.ndarray, delta: np.ndarray, numeraire: int) -> np.nd
     return out
 
 
-@register_dynamics("extragradient")
 def make_extragradient(economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
     """The extragradient dynamics for ``network`` (central or a graph)."""
     if network.is_central:
@@ -203,7 +201,7 @@ def make_extragradient(economy: Economy, network: Network, rule: PriceRule, sign
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class NewtonState(MarketState):
-    """:class:`~environment.dynamics.MarketState` plus the Jacobian messages.
+    """:class:`~tatonnet.environment.tatonnement.dynamics.MarketState` plus the Jacobian messages.
 
     Attributes
     ----------
@@ -220,7 +218,7 @@ class NewtonState(MarketState):
 class NetworkNewton(_NetworkComposite):
     """Decentralized Newton-type tâtonnement (one exchange of ``2g + (g-1)^2`` floats).
 
-    The update is written out in :class:`agents.rules.newton.Newton` (``Notes``).
+    The update is written out in :class:`tatonnet.agents.rules.newton.Newton` (``Notes``).
     """
 
     def __init__(self, economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
@@ -296,7 +294,6 @@ class CentralNewton(CentralTatonnement):
         return self.post(state, u_new, np.exp(u_new))
 
 
-@register_dynamics("newton")
 def make_newton(economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
     """The Newton dynamics for ``network`` (central or a graph)."""
     if network.is_central:

@@ -1,6 +1,6 @@
 """What trade built: volumes, intermediaries, hops, layers, concentration, efficiency.
 
-Everything here reads a finished :class:`environment.trade.TradeRun` (final state and the
+Everything here reads a finished :class:`tatonnet.environment.trade.bilateral.TradeRun` (final state and the
 trade log) and the economy; nothing changes the run.
 
 Definitions (values at reference prices ``p``: the Walrasian ones when known, else ones)
@@ -13,7 +13,7 @@ Definitions (values at reference prices ``p``: the Walrasian ones when known, el
   non-numeraire goods, in value) or a **consumer** (net buyer of them). The share of intermediaries is reported for several
   thresholds (:data:`THRESHOLDS`).
 * **hops** of a unit: edges travelled from its original owner (tracked by
-  :mod:`environment.trade` under well-mixed inventories); reported as the unit-weighted
+  :mod:`tatonnet.environment.trade.bilateral` under well-mixed inventories); reported as the unit-weighted
   mean per good and per holder.
 * **layer** of agent ``i``: for each good ``k``, the net flow graph keeps the edges with
   positive net flow of ``k``; its *sources* are the agents with outflow and no inflow of
@@ -29,7 +29,7 @@ Definitions (values at reference prices ``p``: the Walrasian ones when known, el
   (units moved)``; the good with the highest resale share is the medium of exchange
   candidate (it changes hands most often without being consumed).
 * **Walrasian comparison**: utility gaps ``u(x_i) / u(x*_i) - 1`` against the Walrasian
-  allocation ``x* = demand(p*)``; the Pareto gap (:func:`environment.trade.pareto_gap`)
+  allocation ``x* = demand(p*)``; the Pareto gap (:func:`tatonnet.environment.trade.bilateral.pareto_gap`)
   of the final allocation: remaining gains from trade (zero at an interior optimum).
 """
 
@@ -40,10 +40,10 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from agents.utility import Family
-from environment import equilibrium
-from environment import trade as tr
-from environment.economy import Economy
+from tatonnet.agents.utility import Family
+from tatonnet.environment import equilibrium
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.trade import bilateral as tr
 
 THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 ROLES = ("inactive", "producer", "consumer", "intermediary")
@@ -325,7 +325,7 @@ def plot_layers(G: nx.DiGraph, path: Path, title: str = "") -> None:
 def trade_config_for(scenario, group: np.ndarray) -> tuple[tr.TradeConfig, int, float | None]:
     """``(config, rounds, tol)`` from a scenario's optional ``[trade]`` table; ``group``
     (n,) is each agent's group index (for ``merchant_groups``)."""
-    from environment.scenario import TradeSpec
+    from tatonnet.environment.scenario import TradeSpec
 
     spec = scenario.trade or TradeSpec()
     names = [g.name for g in scenario.agents]
@@ -347,7 +347,7 @@ def run_trade_scenario(scenario, rounds: int | None = None, tol: float | None = 
     Returns ``(economy, network, run, prices, how)`` where ``prices`` are the reference
     (Walrasian) prices or None and ``how`` says how they were obtained.
     """
-    from environment.scenario import build_economy, build_network_for
+    from tatonnet.environment.scenario import build_economy, build_network_for
 
     economy, group = build_economy(scenario)
     network = build_network_for(scenario)

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agents.utility import Family
+from tatonnet.agents.utility import Family
 
 
 class OutputError(ValueError):
@@ -103,7 +103,7 @@ def atomic_dir(out: Path, force: bool = False):
 
 
 def write_results(result, work: Path, out: Path | None = None) -> None:
-    """Write a finished :class:`distributed.runner.RunResult` into ``work``."""
+    """Write a finished :class:`tatonnet.distributed.runner.RunResult` into ``work``."""
     summary = dict(result.summary, out=str(out) if out else None)
     (work / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
     metrics = result.model.datacollector.get_model_vars_dataframe()

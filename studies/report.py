@@ -1,7 +1,7 @@
 """The study's report: the verdict table (CSV, Markdown, the README's headline tables),
 the downsampled trajectories (Parquet) and the figures (simplex paths, convergence curves).
 
-Every function reads the rows / results that :func:`distributed.study.run_cells` returns:
+Every function reads the rows / results that :func:`tatonnet.studies.grid.run_cells` returns:
 a row is one cell's verdict (plain values; keys starting with ``_`` are internal), a result
 is ``{"row": row, "trajectory": arrays or None}``.
 """
@@ -67,14 +67,14 @@ def summary_pivot(rows: list[dict]) -> str:
 
 
 def write_markdown(study, rows: list[dict], path: Path, footer: str = "") -> None:
-    """``verdicts.md``: the study's name and description (a :class:`~distributed.study.Study`),
+    """``verdicts.md``: the study's name and description (a :class:`~tatonnet.studies.grid.Study`),
     the summary pivot, then every cell."""
     buf = io.StringIO()
     buf.write(f"# Study {study.name}: verdicts\n\n")
     if study.description:
         buf.write(f"{study.description}\n\n")
     buf.write(
-        f"{len(rows)} cells. Statuses are measured by `environment.status` "
+        f"{len(rows)} cells. Statuses are measured by `tatonnet.environment.tatonnement.status` "
         "(converged / cycling / diverged / stalled / max_rounds; skipped = cannot run). "
         "Each entry counts cells (step sizes x seeds).\n\n"
     )

@@ -1,6 +1,6 @@
 """Exports of a finished run folder for the tools researchers use: GraphML, GEXF, Parquet.
 
->>> from distributed.export import open_run, export_run
+>>> from tatonnet.results.export import open_run, export_run
 >>> run = open_run("runs/cd")                      # doctest: +SKIP
 >>> export_run(run, "exports/cd", ["graphml", "gexf", "parquet"])   # doctest: +SKIP
 
@@ -11,7 +11,7 @@ prices), ``excess_<good>`` (final excess demand at own prices), ``wealth`` (``p_
 ``holding_<good>`` (the agent's holdings: its endowment, since tâtonnement prices goods
 without trading them; a run folder with ``holding_<good>`` columns, from a trading run,
 is exported as it is), ``utility`` (utility of the agent's demand at its own final prices,
-as :attr:`agents.trader.Trader.utility`; a ``utility`` column in the run folder wins), and
+as :attr:`tatonnet.agents.trader.Trader.utility`; a ``utility`` column in the run folder wins), and
 ``role`` / ``layer`` when the run has them. Per edge: its two agent ids. Parquet: the node
 table (``nodes.parquet``), ``edges.parquet`` and the per-round ``metrics.parquet``.
 
@@ -73,7 +73,7 @@ class RunFolder:
     def economy(self):
         """The run's economy rebuilt from its scenario (same seed, same draws), or None."""
         if self._economy is None and self.scenario is not None:
-            from environment.scenario import build_economy
+            from tatonnet.environment.scenario import build_economy
 
             self._economy, _ = build_economy(self.scenario)
         return self._economy
@@ -92,8 +92,8 @@ class RunFolder:
                     [t["source"].to_numpy(), t["target"].to_numpy()]
                 ).astype(np.int64)
             elif self.scenario is not None:
-                from distributed.output import edge_table
-                from environment.scenario import build_network_for
+                from tatonnet.results.output import edge_table
+                from tatonnet.environment.scenario import build_network_for
 
                 t = edge_table(build_network_for(self.scenario))
                 self._edges = np.column_stack([t["source"].to_numpy(), t["target"].to_numpy()])
@@ -130,7 +130,7 @@ def open_run(path) -> RunFolder:
     agents = agents.take(pa.array(order))
     scenario = None
     if (path / "run.json").is_file():
-        from environment.scenario import Scenario
+        from tatonnet.environment.scenario import Scenario
 
         scenario = Scenario.model_validate(json.loads((path / "run.json").read_text())["scenario"])
     return RunFolder(path, summary, agents, metrics, scenario)
@@ -146,7 +146,7 @@ def node_table(run: RunFolder) -> pa.Table:
         for j, g in enumerate(goods):
             table = table.append_column(f"holding_{g}", pa.array(economy.endowments[:, j]))
     if "utility" not in names and economy is not None:
-        from agents.utility import demand, utility
+        from tatonnet.agents.utility import demand, utility
 
         prices = run.prices()
         x = demand(prices, economy.endowments, economy.shares, economy.family, economy.sigma)

@@ -2,7 +2,7 @@
 
 The founding essay's second remedy for a market that "can't learn XOR" is to add a layer.
 Here the layer is a set of *merchants* (warehouses) standing between the agents of an
-:class:`~environment.economy.Economy`, in the spirit of the ongoing markets of Cole &
+:class:`~tatonnet.environment.economy.Economy`, in the spirit of the ongoing markets of Cole &
 Fleischer [1]_ and Cheung, Cole & Rastogi [2]_: prices are no longer set by an
 auctioneer reading an excess-demand oracle, but by merchants reading their own stock.
 
@@ -125,16 +125,16 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from agents.rules import PRICE_FLOOR, PriceRule, RuleError, make_rule
-from environment import kernel
-from environment.dynamics import (
+from tatonnet.agents.rules import PRICE_FLOOR, PriceRule, RuleError, make_rule
+from tatonnet.environment.economy import Economy
+from tatonnet.environment.network import Network, from_edges, sorted_unique
+from tatonnet.environment.tatonnement import kernel
+from tatonnet.environment.tatonnement.dynamics import (
     RoundMetrics,
     coords_from_prices,
     prices_from_coords,
     use_threads,
 )
-from environment.economy import Economy
-from environment.network import Network, from_edges, sorted_unique
 
 
 class LayeredError(ValueError):
@@ -523,15 +523,15 @@ class LayeredMarket:
 
 
 def make_layered_dynamics(economy: Economy, network: Network, rule=None, **params):
-    """The layered market with the interface of :class:`environment.dynamics.NetworkTatonnement`.
+    """The layered market with the interface of :class:`tatonnet.environment.tatonnement.dynamics.NetworkTatonnement`.
 
     ``rule``: a PriceRule, a registered rule name, or None (``multiplicative`` with its
     default step). ``params``: see :data:`DEFAULTS` and :class:`LayeredMarket`.
 
     >>> import numpy as np
-    >>> from agents.utility import Family
-    >>> from environment.economy import Economy
-    >>> from environment.network import Network
+    >>> from tatonnet.agents.utility import Family
+    >>> from tatonnet.environment.economy import Economy
+    >>> from tatonnet.environment.network import Network
     >>> e = np.array([[1.0, 0.0], [0.0, 1.0]]); a = np.full((2, 2), 0.5)
     >>> econ = Economy(e, a, np.full(2, Family.COBB_DOUGLAS, np.int8), np.ones(2))
     >>> dyn = make_layered_dynamics(econ, Network.central(2), "entropic", step_size=0.5)

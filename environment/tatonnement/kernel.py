@@ -28,7 +28,7 @@ world k = 10: ~270 ns -> ~170 ns per agent-round on one core):
   neighbours held in registers: the column loop is unrolled by code generation for up to
   ``MIX_WIDTH`` goods per pass, see :func:`_mix_source`), the rule's step row by row, then
   prices ``exp(u)`` and CES powers ``exp(-sigma log p)`` for the whole tile in one
-  vectorizable loop (:func:`_exp_into`), demand (:func:`agents.utility.demand_rows`), and
+  vectorizable loop (:func:`_exp_into`), demand (:func:`tatonnet.agents.utility.demand_rows`), and
   excess demand, trackers and partials.
 - No array view is made per row: a view costs two atomic reference-count updates on an
   array that every thread shares. The rule receives block-local copies of its row.
@@ -50,9 +50,9 @@ from numba import types as nt
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from agents.rules import PRICE_FLOOR
-from agents.rules.base import KERNEL_TYPE
-from agents.utility import Family, demand_rows
+from tatonnet.agents.rules import PRICE_FLOOR
+from tatonnet.agents.rules.base import KERNEL_TYPE
+from tatonnet.agents.utility import Family, demand_rows
 
 #: Agents per reduction block (global ids ``[b * BLOCK, (b + 1) * BLOCK)``).
 BLOCK = 2048

@@ -1,0 +1,297 @@
+#!/usr/bin/env python
+"""``tatonnet``: run a market scenario and write its results (also ``python -m tatonnet``, ``python run.py``).
+
+tatonnet                          # the built-in 'default' scenario
+tatonnet --scenario scarf --graph central --rounds 500
+tatonnet --scenario my_economy.toml --out runs/mine
+
+Subcommands (each has its own --help): tatonnet study | inspect RUN_DIR | dashboard
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from tatonnet.cli.parsing import (
+    EXIT_USAGE,
+    OneLineParser,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
+DEFAULT_WORKERS = 2
+
+#: ``tatonnet NAME ...`` hands the remaining arguments to ``MODULE.main(argv)``.
+SUBCOMMANDS = {
+    "study": "tatonnet.cli.study",
+    "inspect": "tatonnet.cli.inspect",
+    "dashboard": "tatonnet.cli.dashboard",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tatonnet.agents.rules import RULES
+    from tatonnet.environment.network import GENERATORS
+    from tatonnet.environment.scenario import builtin_names
+
+    rules = "\n".join(f"  {name:15s} {cls.describe()}" for name, cls in sorted(RULES.items()))
+    parser = OneLineParser(
+        prog="tatonnet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Simulate Walrasian price discovery (tatonnement) in an exchange economy whose\n"
+            "agents sit on a network and adjust their own prices from what their neighbours\n"
+            "tell them. Prints a summary and writes a result folder (summary.json,\n"
+            "metrics.parquet, agents/ (Parquet parts), convergence.png, run.json)."
+        ),
+        epilog=(
+            f"built-in scenarios: {', '.join(builtin_names())}\n"
+            f"price-update rules:\n{rules}\n\n"
+            "subcommands: tatonnet study (grid of scenarios x rules, verdict table),\n"
+            "tatonnet inspect RUN_DIR, tatonnet dashboard; each has --help.\n\n"
+            "Options given here override the scenario file. Exit status: 0 when the run\n"
+            "finished (whatever its verdict: converged, cycling, diverged, stalled or\n"
+            "max_rounds), 2 for invalid input, 1 when workers were lost beyond recovery\n"
+            "(continue with --resume), 130 when interrupted."
+        ),
+    )
+    parser.add_argument(
+        "--scenario", default="default", metavar="NAME|FILE",
+        help="built-in scenario name or path to a TOML scenario file (default: default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--agents",
+        type=positive_int,
+        metavar="N",
+        help="number of agents (agent groups keep their proportions)",
+    )
+    parser.add_argument("--goods", type=positive_int, metavar="G", help="number of goods")
+    parser.add_argument(
+        "--graph",
+        choices=GENERATORS,
+        metavar="KIND",
+        help=f"network: {', '.join(GENERATORS)} (central = one auctioneer)",
+    )
+    parser.add_argument(
+        "--rule", choices=sorted(RULES), metavar="RULE", help="price-update rule (see below)"
+    )
+    parser.add_argument(
+        "--step-size",
+        type=positive_float,
+        metavar="ETA",
+        help="step size of the price-update rule",
+    )
+    parser.add_argument(
+        "--signal",
+        choices=("tracking", "local"),
+        help="what agents react to: 'tracking' (gradient-tracking estimate of "
+        "the network's excess demand; reaches the equilibrium) or 'local' "
+        "(their neighbourhood's excess demand only; prices may stay dispersed)",
+    )
+    parser.add_argument("--rounds", type=positive_int, metavar="R", help="maximum rounds")
+    parser.add_argument(
+        "--tol",
+        type=positive_float,
+        help="convergence tolerance on excess demand and price dispersion",
+    )
+    parser.add_argument("--seed", type=non_negative_int, help="random seed of the scenario")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="result folder (default: runs/<scenario>-<UTC time>)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        metavar="K",
+        help="Ray workers (default 2, on a local Ray started for the run; 1 for economies "
+        "of a single 2,048-agent block); 0 or 1 run in this process",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="join an existing Ray cluster (default: $RAY_ADDRESS, else a "
+        "local Ray); see the README section on Ray clusters for the auth token",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=non_negative_int,
+        default=0,
+        metavar="R",
+        help="checkpoint every R rounds: a lost worker is recovered from the "
+        "last checkpoint, and --resume can continue a stopped run",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the interrupted run whose --out was DIR",
+    )
+    parser.add_argument("--kill-worker-at-round", type=positive_int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip solving for the centralized equilibrium",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--trade",
+        action="store_true",
+        help="trade goods along the edges instead of tatonnement (one process); writes "
+        "flows.graphml, trade_metrics.parquet, trade_agents.parquet, layers.png",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    from tatonnet.agents.rules import RuleError
+    from tatonnet.distributed import cluster
+    from tatonnet.distributed.engine import WorkerLost
+    from tatonnet.distributed.runner import (
+        RunConfigError,
+        RunOptions,
+        format_summary,
+        load_run_config,
+        run_scenario,
+        save_run_config,
+    )
+    from tatonnet.environment.economy import EconomyError
+    from tatonnet.environment.network import NetworkError
+    from tatonnet.environment.scenario import ScenarioError, load_scenario
+    from tatonnet.environment.tatonnement.kernel import n_blocks
+    from tatonnet.results.output import (
+        OutputError,
+        check_out_dir,
+        default_out_dir,
+        finalize,
+        prepare_work_dir,
+        work_dir_for,
+        write_results,
+    )
+
+    user_errors = (
+        ScenarioError, RuleError, NetworkError, EconomyError, OutputError, RunConfigError,
+        cluster.ClusterError,
+    )  # fmt: skip
+    work, out, fresh = None, None, True
+    if args.trade:  # bilateral trade on the network (tatonnet.environment.trade.bilateral)
+        return _trade_main(args, parser.prog, user_errors)
+    try:
+        if args.resume:
+            out = args.resume
+            work = work_dir_for(out)
+            if not (work / "run.json").is_file():
+                raise OutputError(f"--resume: {str(out)!r} has no interrupted run to continue")
+            scenario, options = load_run_config(work)
+            options = dataclasses.replace(options, progress=not args.quiet)
+            fresh = False
+        else:
+            scenario = load_scenario(args.scenario).with_overrides(
+                agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed,
+                rule=args.rule, step_size=args.step_size, signal=args.signal,
+                rounds=args.rounds, tol=args.tol,
+            )  # fmt: skip
+            workers = args.workers
+            if workers is None:
+                workers = min(DEFAULT_WORKERS, n_blocks(scenario.n_agents))
+                if scenario.dynamics.make_rule().engine is not None:
+                    workers = 0  # composite rules (extragradient, newton) run in-process
+            options = RunOptions(
+                workers=workers, address=args.address,
+                checkpoint_every=args.checkpoint_every, reference=args.reference,
+                progress=not args.quiet, kill_worker_at_round=args.kill_worker_at_round,
+            )  # fmt: skip
+            options.check(scenario)
+            out = args.out or default_out_dir(scenario.name)
+            check_out_dir(out, args.force)
+            work = prepare_work_dir(out, args.force)
+            save_run_config(work, scenario, options)
+        result = run_scenario(scenario, options, work=work, resume=not fresh)
+        write_results(result, work, out)
+        finalize(work, out, force=args.force)
+    except user_errors as exc:
+        _discard(work, fresh)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WorkerLost as exc:
+        print(f"{parser.prog}: error: {exc}; continue with --resume {out}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if _has_checkpoint(work):
+            print(f"{parser.prog}: interrupted; continue with --resume {out}", file=sys.stderr)
+        else:
+            _discard(work, fresh)
+            print(f"{parser.prog}: interrupted; no result folder written", file=sys.stderr)
+        return 130
+    except BaseException:
+        _discard(work, fresh and not _has_checkpoint(work))
+        raise
+    finally:
+        cluster.shutdown()
+    print(format_summary(result.summary))
+    print(f"results:  {out}")
+    return 0
+
+
+def _trade_main(args, prog: str, user_errors) -> int:
+    from tatonnet.environment.scenario import load_scenario
+    from tatonnet.environment.trade import flows
+    from tatonnet.environment.trade.bilateral import TradeError
+    from tatonnet.results.output import atomic_dir, default_out_dir
+
+    try:
+        if args.resume:
+            raise TradeError("--trade: trade runs cannot be resumed (they are short)")
+        if (args.workers or 0) >= 1 or args.address:
+            raise TradeError(
+                "--trade runs in this process (leave out --workers / --address); the sharded, "
+                "two-phase trade engine is tatonnet.distributed.trade_shard.ShardedTrade (Python API)"
+            )
+        scenario = load_scenario(args.scenario).with_overrides(
+            agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed
+        )
+        out = args.out or default_out_dir(scenario.name)
+        economy, network, result, prices, how = flows.run_trade_scenario(
+            scenario, args.rounds, args.tol
+        )
+        with atomic_dir(out, args.force) as work:
+            summary = flows.write_trade_results(
+                work, scenario, economy, network, result, prices, how
+            )
+    except (*user_errors, TradeError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(flows.format_trade_summary(summary))
+    print(f"results:  {out}")
+    return 0
+
+
+def _has_checkpoint(work) -> bool:
+    return work is not None and any((work / "checkpoints").glob("round-*/COMPLETE"))
+
+
+def _discard(work, fresh: bool) -> None:
+    """Remove the work folder of a run that failed before it could be resumed."""
+    import shutil
+
+    if work is not None and fresh:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tâtonnement: the fused kernel, decentralized and central dynamics, composite rules, verdicts."""

@@ -1,0 +1,1 @@
+"""Bilateral trade along edges, the flows it leaves (intermediaries, layers), the merchant layer."""
