@@ -159,20 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    from tatonnet.agents.rules import RuleError
     from tatonnet.distributed import cluster
     from tatonnet.distributed.engine import WorkerLost
     from tatonnet.distributed.runner import (
         RunConfigError,
         RunOptions,
-        format_summary,
         load_run_config,
         run_scenario,
         save_run_config,
     )
-    from tatonnet.environment.economy import EconomyError
-    from tatonnet.environment.network import NetworkError
-    from tatonnet.environment.scenario import ScenarioError, load_scenario
+    from tatonnet.environment.scenario import SCENARIO_ERRORS, load_scenario
     from tatonnet.environment.tatonnement.kernel import n_blocks
     from tatonnet.results.output import (
         OutputError,
@@ -183,11 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         work_dir_for,
         write_results,
     )
+    from tatonnet.results.summary import format_summary
 
-    user_errors = (
-        ScenarioError, RuleError, NetworkError, EconomyError, OutputError, RunConfigError,
-        cluster.ClusterError,
-    )  # fmt: skip
+    user_errors = (*SCENARIO_ERRORS, OutputError, RunConfigError, cluster.ClusterError)
     work, out, fresh = None, None, True
     if args.trade:  # bilateral trade on the network (tatonnet.environment.trade.bilateral)
         return _trade_main(args, parser.prog, user_errors)
