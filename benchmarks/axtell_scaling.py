@@ -20,17 +20,15 @@ Run: ``python benchmarks/axtell_scaling.py [--quick]``; writes
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
+from common import RESULTS, write_report
 
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import build_network
 from tatonnet.environment.trade import bilateral as tr
 
-RESULTS = Path(__file__).resolve().parent / "results"
 EPS = 0.05
 
 
@@ -86,8 +84,6 @@ def main(argv=None) -> int:
         "seconds": time.perf_counter() - t0,
     }  # fmt: skip
     name = "axtell_scaling_quick" if args.quick else "axtell_scaling"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     j = result["joint_fit"]
     lines = [
         "# Axtell-style scaling: interactions to Pareto optimality (complete graph)",
@@ -117,7 +113,7 @@ def main(argv=None) -> int:
             cells.append(f"{np.median([r['interactions'] for r in cell]):.0f} "
                          f"({np.median([r['rounds'] for r in cell]):.0f})")  # fmt: skip
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    write_report(RESULTS / f"{name}.json", result, RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -17,12 +17,11 @@ Two ways to run one round:
 Up to ``--mesa-max`` agents (default 10^5) both run on one :class:`MarketModel` (the same
 economy, graph and initial state), their repetitions interleaved so that background load
 hits both alike; the ratio is taken within each size. Above it (10^6) the engine runs
-alone, in a fresh subprocess (for a clean peak RSS), on a graph from a vectorized numpy
-generator (networkx needs minutes and several GiB at 10^6): a ring lattice where each node
-links to its k/2 successors, then each lattice edge, with probability p, gets a uniform
-far end, redrawn while it is a self-loop or a duplicate edge, and the graph redrawn if
-disconnected (the distribution of ``networkx.connected_watts_strogatz_graph``, not its
-draws); then the same locality ordering as :func:`tatonnet.environment.scenario.build_network_for`.
+alone, in a fresh subprocess (for a clean peak RSS), on a graph from the vectorized numpy
+generator ``common.watts_strogatz_edges`` (networkx needs minutes and several GiB at 10^6;
+drawn from stream ``()`` of seed 1: the distribution of
+``networkx.connected_watts_strogatz_graph``, not its draws), then the same locality ordering
+as :func:`tatonnet.environment.scenario.build_network_for`.
 The engine row at the largest Mesa size is also measured on that generator's graph (JSON
 ``engine_numpy_graph``), to show the two graphs run alike.
 
@@ -61,50 +60,33 @@ from pathlib import Path
 
 import numba
 import numpy as np
-import scipy.sparse
-import scipy.sparse.csgraph
+from common import (
+    calibrate,
+    cpu_model,
+    load_average,
+    memory_total_bytes,
+    numba_threading_layer,
+    ordered_small_world,
+    summary,
+    write_report,
+)
 
 from tatonnet.environment.engines import make_dynamics
-from tatonnet.environment.network import from_edges
-from tatonnet.environment.ordering import locality_order, reorder
 from tatonnet.environment.scenario import build_economy, initial_prices, load_scenario
 from tatonnet.environment.tatonnement import kernel
 
 SCENARIO = "default"
 K_DEGREE, P_REWIRE = 10, 0.1
+GRAPH_STREAM = ()  # the graph's draws: SeedSequence(seed, spawn_key=(attempt,))
 HERE = Path(__file__).resolve().parent
 
 
 # ---- the graph at 10^6 -----------------------------------------------------------------
 
 
-def watts_strogatz_edges(n: int, k: int, p: float, seed: int, tries: int = 100) -> np.ndarray:
-    """(n k/2, 2) int64 edges of a connected Watts-Strogatz small world (vectorized)."""
-    half = k // 2
-    for attempt in range(tries):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(attempt,)))
-        u = np.repeat(np.arange(n, dtype=np.int64), half)
-        v = (u + np.tile(np.arange(1, half + 1, dtype=np.int64), n)) % n
-        rewired = rng.random(u.size) < p
-        todo = np.flatnonzero(rewired)
-        while todo.size:
-            v[todo] = rng.integers(0, n, todo.size)
-            key = np.minimum(u, v) * n + np.maximum(u, v)
-            # lattice edges sort first among equal keys: a repeated key is a rewired edge
-            order = np.lexsort((rewired, key))
-            repeated = np.zeros(u.size, dtype=bool)
-            repeated[order[1:]] = key[order[1:]] == key[order[:-1]]
-            todo = np.flatnonzero(repeated | (u == v))
-        adjacency = scipy.sparse.coo_array((np.ones(u.size, np.int8), (u, v)), shape=(n, n))
-        if scipy.sparse.csgraph.connected_components(adjacency, directed=False)[0] == 1:
-            return np.stack([u, v], axis=1)
-    raise RuntimeError(f"no connected Watts-Strogatz graph in {tries} tries")
-
-
 def numpy_small_world(n: int, seed: int):
-    network = from_edges(watts_strogatz_edges(n, K_DEGREE, P_REWIRE, seed), n, "small-world")
-    order, _ = locality_order(network, seed)
-    return reorder(network, order)
+    network, _ = ordered_small_world(n, K_DEGREE, P_REWIRE, seed, "numpy", stream=GRAPH_STREAM)
+    return network
 
 
 # ---- measuring ----------------------------------------------------------------------------
@@ -125,16 +107,6 @@ def engine_runner(dyn, state):
         return seconds
 
     return run
-
-
-def calibrate(run, seconds: float) -> int:
-    """Rounds for one repetition of about ``seconds`` (after a warm-up)."""
-    run(2)
-    rounds, elapsed = 1, run(1)
-    while elapsed < 0.2 * seconds:
-        rounds *= 4
-        elapsed = run(rounds)
-    return max(1, int(np.ceil(rounds * seconds / elapsed)))
 
 
 def engine_arrays(dyn, state, spare, partials) -> list[np.ndarray]:
@@ -197,11 +169,6 @@ def copy_bandwidth(mib: int = 512, repeats: int = 7) -> dict:
 def rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def summary(rates: list[float]) -> dict:
-    return {"median": float(np.median(rates)), "min": float(min(rates)),
-            "max": float(max(rates)), "all": [float(r) for r in rates]}  # fmt: skip
 
 
 # ---- one size -----------------------------------------------------------------------------
@@ -300,41 +267,17 @@ def engine_only_in_subprocess(n: int, repeats: int, seconds: float) -> dict:
 
 
 def machine() -> dict:
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    model = info.get("model name", platform.processor())
-    if "cpu family" in info:
-        model += f" (family {info['cpu family']} model {info['model']}, {info.get('cache size', '?')} cache)"
-    mem = None
-    try:
-        with open("/proc/meminfo") as fh:
-            mem = int(fh.readline().split()[1]) * 1024
-    except OSError:
-        pass
     return {
-        "cpu": model,
+        "cpu": cpu_model(detail=True),
         "logical_cpus": os.cpu_count(),
-        "memory_bytes": mem,
+        "memory_bytes": memory_total_bytes(),
         "numba_threads": numba.config.NUMBA_NUM_THREADS,
-        "numba_threading_layer": _threading_layer(),
+        "numba_threading_layer": numba_threading_layer(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "numba": numba.__version__,
         "platform": platform.platform(),
     }
-
-
-def _threading_layer() -> str:
-    try:
-        return numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet
-        return str(numba.config.THREADING_LAYER)
 
 
 def fmt_rate(x: float | None) -> str:
@@ -416,10 +359,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -451,7 +390,7 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
-        "load_before": load(),
+        "load_before": load_average(),
         "repeats": repeats,
         "seconds": seconds,
         "sizes": [],
@@ -486,14 +425,12 @@ def main() -> int:
         "bytes_per_s": moved,
         "fraction": moved / copy["bytes_per_s"],
     }
-    result["load_after"] = load()
+    result["load_after"] = load_average()
     text = markdown(result)
     print()
     print(text)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out + ".md").write_text(text + "\n", encoding="utf-8")
-        Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_report(out + ".json", result, out + ".md", text + "\n")
         print(f"wrote {out}.md and {out}.json")
     return 0
 

@@ -2,7 +2,7 @@
 """Scarf (from (1, 2, 3)), 300 agents, one merchant: does any gain or step of the layered
 market converge? Prints status per (step, inventory_gain, flow_gain), entropic rule.
 
-    PYTHONPATH=$PWD python benchmarks/layered_scarf_sweep.py
+    .venv/bin/python benchmarks/layered_scarf_sweep.py
 """
 
 import numpy as np

@@ -7,7 +7,7 @@ distance of the agents' mean price to the nearest reference equilibrium, and for
 layered market the range of merchant fill ratios I/T seen over the run (non-numeraire
 goods, and the numeraire's money stock separately).
 
-    PYTHONPATH=$PWD python benchmarks/layered_vs_flat.py [--agents 1000] [--rounds 2000]
+    .venv/bin/python benchmarks/layered_vs_flat.py [--agents 1000] [--rounds 2000]
 """
 
 from __future__ import annotations
