@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--address",
         metavar="HOST:PORT",
         help="join an existing Ray cluster (default: $RAY_ADDRESS, else a "
-        "local Ray); see the README section on Ray clusters for the auth token",
+        "local Ray); see docs/06-cluster.md for the auth token",
     )
     parser.add_argument(
         "--checkpoint-every",

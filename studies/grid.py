@@ -1,4 +1,4 @@
-"""``python run.py study``: a grid of scenarios x rules x step sizes x seeds x markets, judged.
+"""``tatonnet study``: a grid of scenarios x rules x step sizes x seeds x markets, judged.
 
 The grid is a TOML *study file* (built-in: ``studies/specs/xor.toml``, the default,
 and ``quick.toml`` for ``--quick``), validated with pydantic. It is a list of ``[[sweep]]``
