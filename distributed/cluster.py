@@ -1,7 +1,12 @@
 """Starting or joining Ray: a local runtime with explicit CPUs, or an existing cluster by address.
 
 * No address (and no ``RAY_ADDRESS``): a private local Ray is started with
-  ``num_cpus = workers`` and a modest object store; nothing to start by hand.
+  ``num_cpus = workers`` and a modest object store; nothing to start by hand. It listens
+  on 127.0.0.1 only (every port: GCS, raylet, object manager, agents, workers), keeps its
+  session in a temporary folder of its own, removed at :func:`shutdown`, and is watched
+  by :mod:`tatonnet.distributed.reaper`, which ends it if this process dies (even by
+  SIGKILL). ``ray.init`` installs SIGTERM handlers of its own; they are put back as they
+  were, so the command line's handling of SIGTERM (:mod:`tatonnet.cli.signals`) stands.
 * ``--address HOST:PORT`` or ``RAY_ADDRESS``: join that cluster. Ray 2.60 enables token
   authentication by default: export the cluster's token (``RAY_AUTH_TOKEN`` or
   ``RAY_AUTH_TOKEN_PATH``) with ``RAY_AUTH_MODE=token``; only a loopback test cluster
@@ -14,11 +19,91 @@ one-line :class:`ClusterError` within seconds, not a long hang.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
 
 OBJECT_STORE_BYTES = 512 * 2**20
+LOOPBACK = "127.0.0.1"
+
+
+class _LocalRay:
+    """The private local Ray this process started: its session folder and watchdog."""
+
+    def __init__(self) -> None:
+        # Unix socket paths live in here: keep the folder short (108-byte limit)
+        base = tempfile.gettempdir()
+        if len(base) > 40 and os.path.isdir("/tmp"):
+            base = "/tmp"
+        self.temp_dir = os.path.realpath(tempfile.mkdtemp(prefix="tatonnet-ray-", dir=base))
+        reaper = Path(__file__).with_name("reaper.py")
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(reaper), self.temp_dir, str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal does not reach it
+        )  # fmt: skip
+
+    def close(self, timeout: float = 15.0) -> None:
+        """After ``ray.shutdown``: the watchdog ends what is left and removes the folder."""
+        with contextlib.suppress(OSError):
+            self.reaper.stdin.close()
+        try:
+            self.reaper.wait(timeout)
+        except subprocess.TimeoutExpired:  # pragma: no cover - it exits on its own
+            pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+_local: _LocalRay | None = None
+
+
+@contextlib.contextmanager
+def _keep_sigterm():
+    """``ray.init`` replaces the SIGTERM handler (with ``sys.exit``): put it back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved if saved is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """Make ``ray.init`` choose 127.0.0.1 as the node's address.
+
+    Ray binds its servers to the node address; on Linux it resolves 127.0.0.1 to the
+    machine's outward address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off (its
+    single-machine mode), which its processes read from the environment and the driver
+    from ``ray_constants``. Also silences the token-auth notice (auth stays on).
+    """
+    import ray._private.ray_constants as ray_constants
+
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    saved_env, saved_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    saved_level = auth_log.level
+    os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    auth_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        auth_log.setLevel(saved_level)
 
 
 class ClusterError(RuntimeError):
@@ -57,7 +142,8 @@ def connect(workers: int, address: str | None = None, object_store_bytes: int | 
             raise ClusterError("--address auto is refused: give the cluster's HOST:PORT")
         _probe(address)
         try:
-            ray.init(address=address, **options)
+            with _keep_sigterm():
+                ray.init(address=address, **options)
         except Exception as exc:  # Ray raises several types (ConnectionError, auth errors...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"cannot join the Ray cluster at {address}: {first}") from None
@@ -69,14 +155,20 @@ def connect(workers: int, address: str | None = None, object_store_bytes: int | 
                 f"{workers}"
             )
         return f"ray cluster at {address} ({cpus:g} CPUs)"
+    global _local
+    _local = _LocalRay()  # before ray.init: a driver killed during start-up is covered too
     try:
-        ray.init(
-            num_cpus=workers,
-            object_store_memory=object_store_bytes or OBJECT_STORE_BYTES,
-            include_dashboard=False,
-            **options,
-        )
+        with _loopback_only(), _keep_sigterm():
+            ray.init(
+                num_cpus=workers,
+                object_store_memory=object_store_bytes or OBJECT_STORE_BYTES,
+                include_dashboard=False,
+                _node_ip_address=LOOPBACK,
+                _temp_dir=_local.temp_dir,
+                **options,
+            )
     except Exception as exc:
+        shutdown()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterError(f"cannot start a local Ray runtime: {first}") from None
     return f"local ray ({workers} CPUs)"
@@ -92,7 +184,15 @@ def is_worker_loss(exc: BaseException) -> bool:
 
 
 def shutdown() -> None:
+    """Disconnect from Ray; a private local Ray is stopped and its session folder removed."""
+    global _local
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    try:
+        # also after a ray.init interrupted half-way (its node exists, unconnected)
+        if ray.is_initialized() or _local is not None:
+            ray.shutdown()
+    finally:
+        local, _local = _local, None
+        if local is not None:
+            local.close()

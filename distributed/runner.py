@@ -13,7 +13,6 @@ import functools
 import json
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from tatonnet.environment.model import MarketModel
 from tatonnet.environment.scenario import Scenario
 from tatonnet.environment.tatonnement.dynamics import RoundMetrics, messages_per_round
 from tatonnet.environment.tatonnement.status import Verdict
+from tatonnet.results.provenance import versions, write_run_json
 
 
 class RunConfigError(ValueError):
@@ -63,11 +63,25 @@ class RunOptions:
                 f"rule {scenario.dynamics.rule!r} runs its own dynamics ({engine!r}) in this "
                 f"process only: use --workers 0 (or leave --workers out), not {self.workers}"
             )
+        if self.address and (self.workers < 2 or engine is not None):
+            how = (
+                f"rule {scenario.dynamics.rule!r} runs its own dynamics in this process"
+                if engine is not None
+                else f"--workers {self.workers} runs in this process"
+                + (" (an in-process shard; also the default for one 2,048-agent block)"
+                   if self.workers else "")
+            )
+            raise RunConfigError(
+                f"--address {self.address}: {how}, so no Ray cluster would be joined; use "
+                "--workers 2 or more with a fused-kernel rule, or leave out --address"
+            )
         if self.workers >= 1:
             try:
                 shard_ranges(scenario.n_agents, max(1, self.workers))
             except ValueError as exc:
                 raise RunConfigError(str(exc)) from None
+        # the driver builds the whole economy and graph in this process, whatever the engine
+        scenario.check_memory()
 
 
 @dataclasses.dataclass
@@ -99,15 +113,31 @@ def engine_factory(options: RunOptions, work: Path | None):
 
 
 # ---- run state kept in the work folder --------------------------------------------------
-def save_run_config(work: Path, scenario: Scenario, options: RunOptions) -> None:
-    config = {"scenario": scenario.model_dump(), "options": dataclasses.asdict(options)}
-    (work / "run.json").write_text(json.dumps(config, indent=2))
+def save_run_config(
+    work: Path, scenario: Scenario, options: RunOptions, run_id: str | None = None
+) -> None:
+    """``work/run.json`` (:func:`tatonnet.results.provenance.write_run_json`, kind ``run``)."""
+    config = {"scenario": scenario.model_dump(), "options": dataclasses.asdict(options),
+              "seed": scenario.seed}  # fmt: skip
+    write_run_json(work, "run", config, run_id)
 
 
 def load_run_config(work: Path) -> tuple[Scenario, RunOptions]:
-    config = json.loads((work / "run.json").read_text())
-    options = dict(config["options"], kill_worker_at_round=None, stop_after_round=None)
-    return Scenario.model_validate(config["scenario"]), RunOptions(**options)
+    """The scenario and options saved in ``work/run.json`` (one-line error if damaged)."""
+    path = work / "run.json"
+    try:
+        config = json.loads(path.read_text())
+        options = dict(config["options"], kill_worker_at_round=None, stop_after_round=None)
+        return Scenario.model_validate(config["scenario"]), RunOptions(**options)
+    except Exception as exc:  # truncated, edited, or from another version
+        raise RunConfigError(
+            f"--resume: {str(path)!r} is damaged ({_one_line(exc)}); nothing was changed"
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
 def _save_history(model: MarketModel, folder: Path) -> None:
@@ -149,12 +179,20 @@ def run_scenario(
     model = MarketModel(scenario, engine=engine_factory(options, work))
     engine = model.engine
     resumed_from = None
-    if resume:
-        folder = engine.latest_checkpoint() if engine is not None else None
-        if folder is None:
-            raise RunConfigError(f"--resume: no complete checkpoint in {work}")
-        resumed_from = engine.restore(folder)
-        _load_history(model, folder)
+    folder = engine.latest_checkpoint() if resume and engine is not None else None
+    if resume and folder is None:
+        # Stopped before its first checkpoint: run.json defines the whole run, and the same
+        # seed gives the same result, so it restarts from round 0.
+        resumed_from = 0
+    elif resume:
+        try:
+            resumed_from = engine.restore(folder)
+            _load_history(model, folder)
+        except Exception as exc:  # a truncated or damaged checkpoint
+            raise RunConfigError(
+                f"--resume: the checkpoint {str(folder)!r} is damaged ({_one_line(exc)}); "
+                "nothing was changed"
+            ) from None
     if engine is not None:
         engine.on_checkpoint = functools.partial(_save_history, model)
 
@@ -240,13 +278,6 @@ def run_scenario(
         "floats_per_message": traffic["floats"] / max(traffic["messages"], 1),  # mean
         "wall_seconds": t_end - t_start,
         "agent_rounds_per_second": (n * timed_rounds / loop_seconds) if timed_rounds > 0 else None,
-        "versions": {p: _version(p) for p in ("tatonnet", "mesa", "numpy", "numba", "ray")},
+        "versions": versions(),
     }
     return RunResult(model, verdict, summary, references)
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None

@@ -25,15 +25,29 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tatonnet.agents.rules import PriceRule, RuleError, make_rule
 from tatonnet.agents.utility import FAMILY_NAMES, Family
-from tatonnet.environment import fisher
+from tatonnet.environment import fisher, sizing
 from tatonnet.environment.economy import Economy, EconomyError
 from tatonnet.environment.network import GENERATORS, Network, NetworkError, build_network
 from tatonnet.environment.ordering import locality_order, reorder
+from tatonnet.environment.sizing import SizeError
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(gt=0, le=sizing.MAX_AGENTS)]
+
+#: Largest ``dynamics.initial_spread`` (std of the log-price noise): at 3, even 10^8
+#: agents' draws stay inside the [1e-8, 1e8] price bound that means "diverged".
+MAX_INITIAL_SPREAD = 3.0
+#: Smallest / largest initial price relative to the numeraire (the divergence bound).
+INITIAL_PRICE_BOUND = 1e8
+#: Good names that would collide with the per-round metric columns (``excess_demand``,
+#: ``price_dispersion``) once prefixed ``excess_`` / ``price_``.
+RESERVED_GOODS = ("demand", "dispersion")
+#: Longest scenario or good name (a name becomes part of a folder name).
+MAX_NAME = 100
 
 # seed streams (spawn_key[0])
 _SHARES, _ENDOWMENT, _PLACEMENT, _PRICES, _GRAPH = range(5)
@@ -44,7 +58,58 @@ class ScenarioError(ValueError):
 
 
 #: What a user's scenario (file or overrides) can raise: each is a one-line message.
-SCENARIO_ERRORS = (ScenarioError, RuleError, NetworkError, EconomyError)
+SCENARIO_ERRORS = (ScenarioError, RuleError, NetworkError, EconomyError, SizeError)
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """``name`` if it is safe as part of a folder name, else ValueError: not empty, at
+    most :data:`MAX_NAME` characters, no path separator, no leading ``.`` (so neither
+    ``..`` nor a hidden folder), no control character."""
+    if not name or not name.strip():
+        raise ValueError(f"{what}: empty")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"{what}: longer than {MAX_NAME} characters")
+    if "/" in name or "\\" in name:
+        raise ValueError(f"{what}: a name, not a path: no '/' or '\\' (got {name!r})")
+    if name.startswith(".") or ".." in name:
+        raise ValueError(f"{what}: may not start with '.' or contain '..' (got {name!r})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"{what}: control characters are not allowed (got {name!r})")
+    return name
+
+
+def check_depth(data, limit: int = sizing.MAX_NESTING, depth: int = 0) -> None:
+    """Raise SizeError if tables / arrays in ``data`` nest deeper than ``limit``."""
+    if depth > limit:
+        raise SizeError(f"nested deeper than {limit} levels of tables / arrays")
+    values = data.values() if isinstance(data, dict) else data if isinstance(data, list) else ()
+    for v in values:
+        if isinstance(v, dict | list):
+            check_depth(v, limit, depth + 1)
+
+
+def read_toml(path: Path, source: str, error=None) -> dict:
+    """Parse a scenario or study file with the size and nesting limits; one-line errors
+    (``error``: the exception class, default ScenarioError)."""
+    error = error or ScenarioError
+    try:
+        size = path.stat().st_size
+        if size > sizing.MAX_FILE_BYTES:
+            raise error(f"{source}: {size} bytes, over the {sizing.MAX_FILE_BYTES}-byte limit")
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise error(
+            f"{source}: nested deeper than {sizing.MAX_NESTING} levels of tables / arrays"
+        ) from None
+    except OSError as exc:
+        raise error(f"{source}: cannot read: {exc.strerror or exc}") from None
+    try:
+        check_depth(data)
+    except SizeError as exc:
+        raise error(f"{source}: {exc}") from None
+    return data
 
 
 class _Strict(BaseModel):
@@ -81,7 +146,7 @@ Vector = list[NonNegFloat] | Draw
 
 class AgentGroup(_Strict):
     name: str = ""
-    count: int = Field(gt=0)
+    count: Count
     utility: Literal["linear", "cobb-douglas", "leontief", "ces"]
     sigma: PositiveFloat | None = None
     shares: Vector
@@ -106,8 +171,8 @@ class FisherSpec(_Strict):
     split each good's supply equally and value money only.
     """
 
-    buyers: int = Field(gt=0)
-    sellers: int | None = Field(None, gt=0)
+    buyers: Count
+    sellers: Count | None = None
     utility: Literal["linear", "cobb-douglas", "leontief", "ces"]
     sigma: PositiveFloat | None = None
     budgets: PositiveFloat | Draw = 1.0
@@ -139,12 +204,12 @@ class NetworkSpec(_Strict):
 class Dynamics(_Strict):
     rule: str = "entropic"
     step_size: PositiveFloat | None = None
-    hyperparameters: dict[str, float] = Field(default_factory=dict)
+    hyperparameters: dict[str, FiniteFloat] = Field(default_factory=dict)
     signal: Literal["tracking", "local"] = "tracking"
-    rounds: int = Field(2000, gt=0)
+    rounds: int = Field(2000, gt=0, le=sizing.MAX_ROUNDS)
     tol: PositiveFloat = 1e-8
     initial_prices: list[PositiveFloat] | None = None
-    initial_spread: NonNegFloat = 0.0
+    initial_spread: float = Field(0.0, ge=0, le=MAX_INITIAL_SPREAD, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _rule(self):
@@ -176,7 +241,7 @@ class Scenario(_Strict):
 
     name: str
     description: str = ""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=sizing.MAX_SEED)
     goods: int | list[str]
     numeraire: int = Field(0, ge=0)
     agents: list[AgentGroup] = Field(default_factory=list)
@@ -188,6 +253,8 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _shapes(self):
+        check_name(self.name)
+        self._limits()
         if self.fisher is not None:
             return self._fisher_shapes()
         if not self.agents:
@@ -211,7 +278,76 @@ class Scenario(_Strict):
         prices = self.dynamics.initial_prices
         if prices is not None and len(prices) != g:
             raise ValueError(f"dynamics.initial_prices: expected {g} values, got {len(prices)}")
+        self._initial_price_range()
         return self
+
+    def _limits(self):
+        """Hard size limits (:mod:`tatonnet.environment.sizing`) and safe good names."""
+        g = self.n_goods
+        if g > sizing.MAX_GOODS:
+            raise ValueError(f"goods: {g} goods, over the limit of {sizing.MAX_GOODS}")
+        n = self.n_agents
+        if n > sizing.MAX_AGENTS:
+            raise ValueError(f"agents: {n} agents, over the limit of {sizing.MAX_AGENTS}")
+        edges = self.directed_edges
+        if edges > sizing.MAX_EDGES:
+            raise ValueError(
+                f"network: a {self.network.kind} network of {n} agents has ~{edges} "
+                f"adjacency entries, over the limit of {sizing.MAX_EDGES}"
+            )
+        if isinstance(self.goods, list):
+            seen = set()
+            for j, name in enumerate(self.goods):
+                check_name(name, f"goods[{j}]")
+                if name in seen:
+                    raise ValueError(f"goods: duplicate name {name!r} (good names must differ)")
+                if name in RESERVED_GOODS or (self.fisher is not None and name == "money"):
+                    raise ValueError(
+                        f"goods: {name!r} is reserved (it would clash with a metric column"
+                        f"{' or the money good' if name == 'money' else ''})"
+                    )
+                seen.add(name)
+
+    def _initial_price_range(self):
+        prices = self.dynamics.initial_prices
+        if prices is None:
+            return
+        ratio = np.asarray(prices, dtype=float) / prices[self.numeraire]
+        bound = INITIAL_PRICE_BOUND
+        if not ((ratio >= 1 / bound) & (ratio <= bound)).all():
+            raise ValueError(
+                f"dynamics.initial_prices: relative to the numeraire they must lie in "
+                f"[{1 / bound:g}, {bound:g}] (outside, the run has diverged before it starts)"
+            )
+
+    @property
+    def directed_edges(self) -> int:
+        """Directed adjacency entries the network will have (estimate, before building)."""
+        net = self.network
+        return sizing.directed_edges(net.kind, self.n_agents, net.k, net.m, net.path)
+
+    def memory_estimate(self, rounds: int | None = None) -> int:
+        """Rough peak bytes of building and running this scenario in one process
+        (:func:`tatonnet.environment.sizing.estimate_bytes`); ``rounds`` of history
+        (default: ``dynamics.rounds``)."""
+        try:
+            buffers = int(getattr(self.dynamics.make_rule(), "n_buffers", 0))
+        except (RuleError, TypeError):
+            buffers = 0
+        return sizing.estimate_bytes(
+            self.n_agents, self.n_goods, self.directed_edges, buffers,
+            self.dynamics.rounds if rounds is None else rounds,
+            mesa_agents=self.n_agents <= sizing.MESA_AGENTS_UP_TO,
+        )  # fmt: skip
+
+    def check_memory(self, rounds: int | None = None, available: int | None = None) -> None:
+        """Raise SizeError (one line) if this scenario does not fit this machine's memory."""
+        sizing.check_memory(
+            self.memory_estimate(rounds),
+            f"scenario {self.source or self.name} ({self.n_agents} agents, {self.n_goods} "
+            f"goods, {self.network.kind} network)",
+            available,
+        )
 
     def _fisher_shapes(self):
         f, m = self.fisher, self.n_market_goods
@@ -236,6 +372,7 @@ class Scenario(_Strict):
             raise ValueError(
                 f"dynamics.initial_prices: expected {m + 1} values (money first), got {len(prices)}"
             )
+        self._initial_price_range()
         return self
 
     @property
@@ -278,6 +415,10 @@ class Scenario(_Strict):
         **dynamics,
     ) -> Scenario:
         """A copy with command-line overrides applied (and validated)."""
+        if agents is not None and agents > sizing.MAX_AGENTS:
+            raise SizeError(f"--agents: {agents} agents, over the limit of {sizing.MAX_AGENTS}")
+        if goods is not None and goods > sizing.MAX_GOODS:
+            raise SizeError(f"--goods: {goods} goods, over the limit of {sizing.MAX_GOODS}")
         data = self.model_dump()
         if agents is not None and self.fisher is not None:
             data["fisher"] = _rescale_fisher(
@@ -388,10 +529,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             "and no such file"
         )
     path, source = found
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"scenario {source}: invalid TOML: {exc}") from None
+    data = read_toml(path, f"scenario {source}")
     net = data.get("network")
     if isinstance(net, dict) and isinstance(net.get("path"), str):
         net["path"] = str((path.parent / net["path"]).resolve())

@@ -45,7 +45,6 @@ import functools
 import math
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -53,7 +52,8 @@ import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tatonnet.environment.scenario import find_toml
+from tatonnet.environment import sizing
+from tatonnet.environment.scenario import check_name, find_toml, read_toml
 
 STUDIES_DIR = Path(__file__).parent / "specs"
 MARKETS = ("flat", "layered")
@@ -61,7 +61,10 @@ MARKETS = ("flat", "layered")
 KEEP_POINTS = 400
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Rounds = Annotated[int, Field(gt=0, le=10_000_000)]
+#: Most cells one study expands to (each is a row, a trajectory and a task).
+MAX_CELLS = 1_000_000
 
 
 class StudyError(ValueError):
@@ -80,10 +83,12 @@ class Sweep(_Strict):
     scenarios: list[str] = Field(min_length=1)
     rules: list[str] = Field(min_length=1)
     step_sizes: list[PositiveFloat] | dict[str, list[PositiveFloat]] | None = None
-    hyperparameters: dict[str, dict[str, float]] = Field(default_factory=dict)
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    hyperparameters: dict[str, dict[str, FiniteFloat]] = Field(default_factory=dict)
+    seeds: list[Annotated[int, Field(ge=0, le=sizing.MAX_SEED)]] = Field(
+        default_factory=lambda: [0], min_length=1
+    )
     graph: str = "central"
-    agents: int | None = Field(None, gt=0)
+    agents: int | None = Field(None, gt=0, le=sizing.MAX_AGENTS)
     markets: list[Literal["flat", "layered"]] = Field(default_factory=lambda: ["flat"])
     signal: Literal["tracking", "local"] = "tracking"
     rounds: Rounds = 2000
@@ -120,6 +125,11 @@ class Study(_Strict):
     sweep: list[Sweep] = Field(min_length=1)
     source: str = ""
 
+    @model_validator(mode="after")
+    def _name(self):
+        check_name(self.name)  # it names the default folder runs/study-<name>
+        return self
+
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
@@ -150,10 +160,7 @@ def load_study(path_or_name: str | Path) -> Study:
     if found is None:
         raise StudyError(f"--grid {str(path_or_name)!r}: no such file")
     path, source = found
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise StudyError(f"study {source}: invalid TOML: {exc}") from None
+    data = read_toml(path, f"study {source}", StudyError)
     data.setdefault("name", path.stem)
     try:
         return Study.model_validate({**data, "source": source})
@@ -180,7 +187,7 @@ def expand(study: Study) -> list[Cell]:
     """
     from tatonnet.agents.rules import RULES, RuleError, make_rule
     from tatonnet.environment.network import GENERATORS
-    from tatonnet.environment.scenario import ScenarioError, load_scenario
+    from tatonnet.environment.scenario import SCENARIO_ERRORS, load_scenario
 
     cells: list[Cell] = []
     for k, sw in enumerate(study.sweep):
@@ -195,10 +202,17 @@ def expand(study: Study) -> list[Cell]:
                 raise StudyError(f"{where}: unknown rule {name!r}; known: {sorted(RULES)}")
         for name in sw.scenarios:
             try:
-                scenario = load_scenario(name)
-                scenario.with_overrides(agents=sw.agents)
-            except ScenarioError as exc:
+                scenario = load_scenario(name).with_overrides(
+                    agents=sw.agents, graph=None if sw.graph == "scenario" else sw.graph
+                )
+                check_cell_size(scenario, sw.rounds)
+            except SCENARIO_ERRORS as exc:
                 raise StudyError(f"{where}: {exc}") from None
+        n_cells = len(sw.scenarios) * len(sw.markets) * len(sw.seeds) * sum(
+            len(sw.steps_for(rule)) for rule in sw.rules
+        )
+        if len(cells) + n_cells > MAX_CELLS:
+            raise StudyError(f"{where}: the grid has over {MAX_CELLS} cells")
         for scenario in sw.scenarios:
             for market in sw.markets:
                 for rule in sw.rules:
@@ -221,6 +235,20 @@ def expand(study: Study) -> list[Cell]:
     if not cells:
         raise StudyError(f"study {study.source}: the grid is empty")
     return cells
+
+
+def check_cell_size(scenario, rounds: int, available: int | None = None) -> None:
+    """Raise SizeError if one cell of ``scenario`` run for ``rounds`` rounds does not fit
+    this machine's memory: the economy and graph (as a run) plus the cell's trajectory
+    arrays (``rounds`` x (3 g + 2) float64)."""
+    g = scenario.n_goods
+    needed = scenario.memory_estimate(rounds=0) + rounds * (3 * g + 2) * 8
+    sizing.check_memory(
+        needed,
+        f"a cell of scenario {scenario.source or scenario.name} ({scenario.n_agents} agents, "
+        f"{g} goods, {scenario.network.kind} network, {rounds} rounds)",
+        available,
+    )
 
 
 # ---- verdicts, equilibria and markets of a cell -----------------------------------------
@@ -290,6 +318,8 @@ def _evidence_line(verdict) -> str:
         return "; ".join(parts)
     if verdict.status == "stalled":
         return f"dispersion {ev.get('dispersion_last', float('nan')):.3g}"
+    if verdict.status == "numerical_error":
+        return f"numerical: {ev.get('cause', 'non-finite arithmetic')}"
     return ""
 
 
@@ -491,8 +521,8 @@ def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bo
     from tqdm import tqdm
 
     bar = tqdm(
-        total=len(cells), file=sys.stderr, unit="cell", disable=not progress, desc="study",
-        dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 15.0,
+        total=len(cells), delay=2.0, file=sys.stderr, unit="cell", disable=not progress,
+        desc="study", dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 15.0,
     )  # fmt: skip
     results: list[dict | None] = [None] * len(cells)
     with bar:

@@ -75,7 +75,8 @@ def write_markdown(study, rows: list[dict], path: Path, footer: str = "") -> Non
         buf.write(f"{study.description}\n\n")
     buf.write(
         f"{len(rows)} cells. Statuses are measured by `tatonnet.environment.tatonnement.status` "
-        "(converged / cycling / diverged / stalled / max_rounds; skipped = cannot run). "
+        "(converged / cycling / diverged / stalled / max_rounds; numerical_error = the "
+        "arithmetic failed, not an economic verdict; skipped = cannot run). "
         "Each entry counts cells (step sizes x seeds).\n\n"
     )
     buf.write("## Summary\n\n" + summary_pivot(rows) + "\n\n## Cells\n\n")
@@ -88,7 +89,7 @@ def write_markdown(study, rows: list[dict], path: Path, footer: str = "") -> Non
 
 
 SHORT = {"diverged": "div", "cycling": "cyc", "max_rounds": "max", "stalled": "stall",
-         "error": "err"}  # fmt: skip
+         "numerical_error": "num", "error": "err"}  # fmt: skip
 
 
 def _tally(statuses: list[str]) -> str:
@@ -118,7 +119,7 @@ def headline_tables(rows: list[dict]) -> str:
             continue
         scenarios = list(dict.fromkeys(r["scenario"] for r in sel))
         out += [f"**{title}** (div = diverged, cyc = cycling, max = undecided at the round "
-                "budget; – = cannot run)", "",
+                "budget, num = numerical error; – = cannot run)", "",
                 "| rule | " + " | ".join(scenarios) + " |",
                 "|---|" + "---|" * len(scenarios)]  # fmt: skip
         for rule in rules:

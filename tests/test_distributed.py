@@ -31,6 +31,7 @@ from tatonnet.environment.network import build_network
 from tatonnet.environment.ordering import locality_order, reorder
 from tatonnet.environment.scenario import load_scenario
 from tatonnet.environment.tatonnement import kernel
+from tatonnet.results.output import claim_new
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 4 * kernel.BLOCK + 300  # enough blocks for 4 shards
@@ -153,9 +154,9 @@ def test_in_process_shard_resume_equals_uninterrupted_run(tmp_path):
 
 def _interrupted_run(tmp_path, scenario, options, stop_after_round):
     """A run whose driver stops after ``stop_after_round``: its work folder, as --resume finds it."""
-    work = tmp_path / ".out.partial"
-    work.mkdir()
-    save_run_config(work, scenario, options)
+    with claim_new(tmp_path / "out", "run") as claim:  # the marked work folder of a run
+        work = claim.work
+        save_run_config(work, scenario, options, run_id=claim.run_id)
     with pytest.raises(DriverStopped):
         stopping = dataclasses.replace(options, stop_after_round=stop_after_round)
         run_scenario(scenario, stopping, work)

@@ -154,16 +154,26 @@ G = 3
 ZERO = np.zeros(G)
 
 
-def test_check_stop_nan_excess_is_diverged():
-    verdict = check_stop(math.nan, 0.0, ZERO, ZERO, 1e-8)
-    assert verdict is not None and verdict.status == "diverged"
-    assert "not finite" in verdict.reason
+@pytest.mark.parametrize("excess", [math.nan, math.inf])
+def test_check_stop_non_finite_excess_at_sane_prices_is_a_numerical_error(excess):
+    """Issue 11: an overflow of the demand at in-range prices is not 'diverged'."""
+    verdict = check_stop(excess, 0.0, ZERO, ZERO, 1e-8)
+    assert verdict is not None and verdict.status == "numerical_error"
+    assert "numerical error" in verdict.reason and "not an economic verdict" in verdict.reason
 
 
-def test_check_stop_nan_price_is_diverged():
+def test_check_stop_nan_price_is_a_numerical_error():
     log_max = np.array([0.0, np.nan, 0.0])
     verdict = check_stop(1e-12, 1e-12, ZERO, log_max, 1e-8)
+    assert verdict is not None and verdict.status == "numerical_error"
+
+
+def test_check_stop_infinite_price_is_diverged_even_with_a_nan_excess():
+    """A price that reached infinity headed there along the dynamics: diverged."""
+    log_max = np.array([0.0, np.inf, 0.0])
+    verdict = check_stop(math.nan, 1.0, ZERO, log_max, 1e-8)
     assert verdict is not None and verdict.status == "diverged"
+    assert "infinity" in verdict.reason
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,17 @@
-"""Honest classification of a run: converged, cycling, diverged, stalled or max_rounds.
+"""Honest classification of a run: converged, cycling, diverged, stalled or max_rounds
+(or numerical_error, when the arithmetic failed rather than the economy).
 
 During the run (:func:`check_stop`, every round):
 
 * ``converged`` — relative excess demand ``max_j |Z_j| / S_j`` **and** price dispersion
   ``max_j (max_i log p_ij - min_i log p_ij)`` are both at most ``tol``.
-* ``diverged`` — a price is not finite, or some agent's price left
-  ``[1/PRICE_BOUND, PRICE_BOUND]`` relative to the numeraire (heads to 0 or infinity).
+* ``diverged`` — some agent's price left ``[1/PRICE_BOUND, PRICE_BOUND]`` relative to
+  the numeraire (heads to 0 or infinity; an infinite price counts).
+* ``numerical_error`` — not an economic verdict: the excess demand is NaN or infinite
+  while every price is finite and inside the bound, or a price is NaN. The kernels use
+  numba's ``error_model="numpy"`` (no exceptions: an overflow or 0/0 in the demand, e.g.
+  CES with a huge sigma raising a share to the power sigma, becomes inf / NaN), so the
+  check is made here, on the reduced metrics, every round.
 
 At the end of a run that did neither (:func:`classify`), the last half of the trajectory
 (at least ``MIN_WINDOW`` rounds) is split into quarters and read as follows, in order:
@@ -43,7 +49,7 @@ import dataclasses
 
 import numpy as np
 
-STATUSES = ("converged", "cycling", "diverged", "stalled", "max_rounds")
+STATUSES = ("converged", "cycling", "diverged", "stalled", "max_rounds", "numerical_error")
 PRICE_BOUND = 1e8
 MIN_WINDOW = 40
 IMPROVING = 1 - 1e-3
@@ -68,11 +74,20 @@ class Verdict:
 
 
 def check_stop(excess_demand: float, dispersion: float, log_min, log_max, tol: float):
-    """Verdict if the run must stop now (converged or diverged), else None."""
+    """Verdict if the run must stop now (converged, diverged or numerical_error), else None.
+
+    A price heading to 0 or infinity (outside the bound, infinite included) is
+    ``diverged``; a NaN price, or a NaN / infinite excess demand at prices inside the
+    bound, is ``numerical_error`` (the demand's arithmetic failed, not the dynamics).
+    """
     lo, hi = float(np.min(log_min)), float(np.max(log_max))
     bound = np.log(PRICE_BOUND)
-    if not (np.isfinite(excess_demand) and np.isfinite(lo) and np.isfinite(hi)):
-        return Verdict("diverged", "a price or the excess demand is not finite")
+    if np.isnan(lo) or np.isnan(hi):
+        return Verdict(
+            "numerical_error",
+            "numerical error: a price is NaN (not an economic verdict)",
+            {"cause": "nan_price"},
+        )
     if lo < -bound or hi > bound:
         side = "0" if lo < -bound else "infinity"
         return Verdict(
@@ -80,6 +95,15 @@ def check_stop(excess_demand: float, dispersion: float, log_min, log_max, tol: f
             f"a price left [1e-8, 1e8] (headed to {side}): log-price range [{lo:.3g}, {hi:.3g}]",
             {"min_price": float(np.exp(lo)), "max_price": float(np.exp(hi))},
         )
+    if not np.isfinite(excess_demand):
+        return Verdict(
+            "numerical_error",
+            f"numerical error: the excess demand is {float(excess_demand)} at finite prices "
+            f"inside [1e-8, 1e8] (log-price range [{lo:.3g}, {hi:.3g}]): the demand "
+            "overflowed or divided 0 by 0; not an economic verdict",
+            {"cause": "excess_demand_not_finite", "min_price": float(np.exp(lo)),
+             "max_price": float(np.exp(hi))},
+        )  # fmt: skip
     if excess_demand <= tol and dispersion <= tol:
         return Verdict(
             "converged",
