@@ -1,0 +1,1 @@
+"""Results: the run folder (writing, reading, exporting) and its terminal summary."""
