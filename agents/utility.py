@@ -55,6 +55,11 @@ class Family(enum.IntEnum):
     def from_name(cls, name: str) -> Family:
         return FAMILY_NAMES[name]
 
+    @property
+    def label(self) -> str:
+        """The family's one spelling, as scenario files write it (``"cobb-douglas"``)."""
+        return _LABELS[self]
+
 
 FAMILY_NAMES: dict[str, Family] = {
     "linear": Family.LINEAR,
@@ -62,6 +67,12 @@ FAMILY_NAMES: dict[str, Family] = {
     "leontief": Family.LEONTIEF,
     "ces": Family.CES,
 }
+_LABELS = {code: name for name, code in FAMILY_NAMES.items()}
+
+
+def family_labels(family) -> list[str]:
+    """The name of every family code in ``family`` (n,), e.g. ``["ces", "cobb-douglas"]``."""
+    return [_LABELS[Family(int(c))] for c in np.asarray(family).ravel()]
 
 #: sigma each limit family stands for (for reporting; the kernels branch on the code).
 FAMILY_SIGMA = {Family.LINEAR: np.inf, Family.COBB_DOUGLAS: 1.0, Family.LEONTIEF: 0.0}

@@ -1,11 +1,20 @@
 """The Solara page: ``solara run tatonnet.dashboard.page`` (``tatonnet dashboard`` starts it).
 
-Built from Mesa's own visualization: :func:`mesa.visualization.SolaraViz` (step / play /
-reset controls, the model-parameter inputs and the page grid) with three components: the
-round counter and metrics, the network (:mod:`tatonnet.dashboard.drawing`), and the live plots of
-excess demand / price dispersion and network-mean prices per round (one figure: Mesa's
-``make_plot_component`` would render one figure per measure group, twice as slow a step). The starting options come from the environment
-variable ``TATONNET_DASHBOARD`` (JSON, written by :func:`tatonnet.cli.dashboard.main`).
+One model per browser session: :func:`Page` builds its :class:`DashboardModel` when the
+session opens (``solara.use_memo``), so two tabs step, play and reset independently. The
+page is made of Mesa's own visualization pieces: :func:`mesa.visualization.solara_viz.ModelController`
+(step / play / reset, re-creating the model from the inputs on *Reset*) and the
+``update_counter`` it bumps, with three components: the round counter and metrics, the
+network (:mod:`tatonnet.dashboard.drawing`), and the live plots of excess demand / price
+dispersion and network-mean prices per round (one figure: Mesa's ``make_plot_component``
+would render one figure per measure group, twice as slow a step). Not ``SolaraViz``
+itself: it shares the model instance it is given between sessions, labels its one tab
+"Page 0" and shows slider values only while dragging. The starting options come from the
+environment variable ``TATONNET_DASHBOARD`` (JSON, written by :func:`tatonnet.cli.dashboard.main`).
+
+Importing this module turns Solara's usage telemetry off (also for ``solara run``); the
+version check runs before any page is loaded, so ``solara run`` needs ``--no-check-version``
+(``tatonnet dashboard`` passes it).
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import os
 
 import solara
 from matplotlib.figure import Figure
-from mesa.visualization import SolaraViz
+from mesa.visualization.solara_viz import ModelController
 from mesa.visualization.utils import update_counter
 
 from tatonnet.agents.rules import RULES
@@ -25,6 +34,19 @@ from tatonnet.environment.model import MarketModel
 from tatonnet.environment.network import GENERATORS
 from tatonnet.environment.scenario import builtin_names
 
+
+def no_calls_home() -> None:
+    """Solara's usage telemetry off: for this server and any process it starts."""
+    from solara.server import settings
+
+    os.environ["SOLARA_TELEMETRY_MIXPANEL_ENABLE"] = "False"
+    settings.telemetry.mixpanel_enable = False
+
+
+no_calls_home()
+
+#: The browser tab's title.
+TITLE = "tatonnet: price discovery on a network"
 #: PNG encoding: speed over size (pictures are ~100 kB either way).
 FAST_PNG = {"compress_level": 1}
 
@@ -112,15 +134,14 @@ def MetricsPlot(model: DashboardModel):
     return solara.FigureMatplotlib(fig, format="png", pil_kwargs=FAST_PNG)
 
 
-def make_page(start: dict | None = None):
-    """The SolaraViz page for the starting options ``start`` (default :func:`options`)."""
-    start = options() if start is None else start
-    model = DashboardModel(
-        start["market"], start["agents"], start["graph"], start["rule"], start["step_size"],
-        start["signal"], start["seed"], max_drawn=start["max_drawn"],
-    )  # fmt: skip
+def inputs(model: DashboardModel, start: dict) -> dict:
+    """The page's inputs, ``{name: spec}``, starting from ``model``'s settings.
+
+    ``spec["type"]`` is ``Select``, ``SliderInt``, ``SliderFloat`` or ``InputText`` (Mesa's
+    ``model_params`` format); the values are the keyword arguments of :class:`DashboardModel`.
+    """
     d = model.config.dynamics
-    params = {
+    return {
         "market": {"type": "Select", "value": start["market"], "label": "scenario",
                    "values": sorted(set(builtin_names()) | {start["market"]})},
         "agents": {"type": "SliderInt", "value": model.economy.n_agents, "min": 50,
@@ -135,19 +156,79 @@ def make_page(start: dict | None = None):
         "seed": {"type": "InputText", "value": str(model.config.seed), "label": "seed"},
         "colour_by": {"type": "Select", "value": "price", "values": ["price", "role"],
                       "label": "colour nodes by"},
-        "max_drawn": start["max_drawn"],
     }  # fmt: skip
-    return SolaraViz(
-        model,
-        components=[
-            (RoundInfo, 0),
-            (NetworkView, 0),
-            (MetricsPlot, 0),
-        ],
-        model_params=params,
-        name="tatonnet",
-        play_interval=50,
+
+
+def slider_label(label: str, value) -> str:
+    """A slider's label with its value: ``agents: 2,000``, ``step size: 0.05``."""
+    return f"{label}: {value:,}" if isinstance(value, int) else f"{label}: {value:g}"
+
+
+@solara.component
+def Inputs(specs: dict, values: solara.Reactive[dict]):
+    """The model inputs; each change goes into ``values`` (used on *Reset*).
+
+    Sliders show their value in their label (and on the thumb while dragged).
+    """
+
+    for name, spec in specs.items():
+
+        def change(value, name=name):
+            values.value = {**values.value, name: value}
+
+        label, kind, value = spec["label"], spec["type"], values.value[name]
+        if kind in ("SliderInt", "SliderFloat"):
+            slider = solara.SliderInt if kind == "SliderInt" else solara.SliderFloat
+            slider(slider_label(label, value), value=value, on_value=change, min=spec["min"],
+                   max=spec["max"], step=spec["step"])  # fmt: skip
+        elif kind == "Select":
+            solara.Select(label, value=value, values=spec["values"], on_value=change)
+        else:
+            solara.InputText(label, value=value, on_value=change)
+
+
+def new_model(start: dict) -> DashboardModel:
+    """The starting model of a session."""
+    return DashboardModel(
+        start["market"], start["agents"], start["graph"], start["rule"], start["step_size"],
+        start["signal"], start["seed"], max_drawn=start["max_drawn"],
+    )  # fmt: skip
+
+
+@solara.component
+def Page():
+    """The dashboard of one browser session (its own model; Solara calls this per session)."""
+    start = solara.use_memo(options, [])
+    first = solara.use_memo(lambda: new_model(start), [])
+    model = solara.use_reactive(first)
+    specs = solara.use_memo(lambda: inputs(first, start), [])
+    values = solara.use_reactive(
+        solara.use_memo(
+            lambda: {**{k: v["value"] for k, v in specs.items()}, "max_drawn": start["max_drawn"]},
+            [],
+        )
     )
+    play_interval = solara.use_reactive(50)
+    render_interval = solara.use_reactive(1)
+    use_threads = solara.use_reactive(False)
 
-
-page = make_page()
+    solara.Title(TITLE)
+    with solara.AppBar():
+        solara.AppBarTitle("tatonnet")
+    with solara.Sidebar(), solara.Column():
+        with solara.Card("Controls"):
+            solara.SliderInt(f"play: {play_interval.value} ms", value=play_interval, min=10,
+                             max=1000, step=10)  # fmt: skip
+            solara.SliderInt(slider_label("draw every", render_interval.value),
+                             value=render_interval, min=1, max=50, step=1)  # fmt: skip
+            ModelController(
+                model, model_parameters=values, play_interval=play_interval,
+                render_interval=render_interval, use_threads=use_threads,
+            )  # fmt: skip
+        with solara.Card("Model (set, then Reset)"):
+            Inputs(specs, values)
+    with solara.Column():
+        RoundInfo(model.value)
+        with solara.Columns([1, 1]):
+            NetworkView(model.value)
+            MetricsPlot(model.value)

@@ -43,6 +43,7 @@ END_INCLUDE = "<!-- end include -->"
 MASKS = [
     (re.compile(r"[\d.]+(e[+-]\d+)? agent-rounds/s"), "<rate> agent-rounds/s"),
     (re.compile(r"wall [\d.]+ s"), "wall <t> s"),
+    (re.compile(r"set-up [\d.]+ s, rounds [\d.]+ s"), "set-up <t> s, rounds <t> s"),
     (re.compile(r"\bin [\d.]+ s\b"), "in <t> s"),
 ]
 

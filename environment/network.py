@@ -78,14 +78,46 @@ class Network:
         row = self.indices[self.indptr[i] : self.indptr[i + 1]]
         return row[row != i]
 
-    def to_networkx(self) -> nx.Graph:
-        G = nx.Graph()
-        G.add_nodes_from(range(self.n_agents))
+    def to_networkx(self, nodes=None, edges=None) -> nx.Graph:
+        """The network as an undirected ``nx.Graph`` with its attributes.
+
+        Graph attribute ``kind``; every edge ``(i, j)``, ``i < j``, carries ``weight``: its
+        Metropolis mixing weight ``W_ij``. ``nodes`` maps attribute names to (n_agents,)
+        sequences (row ``i`` is agent ``i``); ``edges`` maps names to (n_edges,) sequences in
+        the order of :meth:`edge_list`. ``central`` gives the agents and no edges.
+        """
+        G = nx.Graph(kind=self.kind)
+        columns = {k: _plain_list(v) for k, v in (nodes or {}).items()}
+        G.add_nodes_from(
+            (i, {k: v[i] for k, v in columns.items()}) for i in range(self.n_agents)
+        )
         if not self.is_central:
-            rows = np.repeat(np.arange(self.n_agents), np.diff(self.indptr))
-            keep = rows < self.indices
-            G.add_edges_from(zip(rows[keep].tolist(), self.indices[keep].tolist(), strict=True))
+            src, dst, weight = self.edge_list()
+            extra = {k: _plain_list(v) for k, v in (edges or {}).items()}
+            G.add_edges_from(
+                (a, b, {"weight": w, **{k: v[e] for k, v in extra.items()}})
+                for e, (a, b, w) in enumerate(
+                    zip(src.tolist(), dst.tolist(), weight.tolist(), strict=True)
+                )
+            )
         return G
+
+    def edge_list(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(source, target, weight)`` of every undirected edge, source < target, by source
+        then target; (n_edges,) each (int64, int64, float64 Metropolis weight)."""
+        if self.is_central:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, np.empty(0)
+        rows = np.repeat(np.arange(self.n_agents, dtype=np.int64), np.diff(self.indptr))
+        keep = rows < self.indices
+        return rows[keep], self.indices[keep].astype(np.int64), self.mixing[keep]
+
+
+def _plain_list(values) -> list:
+    """A column as a list of Python scalars (GraphML/GEXF writers need plain types)."""
+    if hasattr(values, "to_pylist"):  # a pyarrow array or column
+        return values.to_pylist()
+    return np.asarray(values).tolist() if isinstance(values, np.ndarray) else list(values)
 
 
 def from_graph(G: nx.Graph, kind: str = "custom") -> Network:

@@ -108,3 +108,32 @@ def test_a_step_renders_in_under_a_second_with_2000_drawn_nodes():
     seconds, what = step_seconds(2000, 2000, steps=5)
     assert what == "all 2,000 agents drawn"
     assert seconds < 1.0, f"a dashboard step took {seconds:.2f} s to render (budget 1 s)"
+
+
+def test_force_layout_keeps_neighbours_close_and_is_computed_once():
+    ring = build_network("ring", 600, seed=0)
+    s = sample_network(ring, 2000, seed=3)
+    assert sample_network(ring, 2000, seed=3) is s  # reused, not laid out again
+    pos = s.positions
+    assert pos.shape == (600, 2) and np.isfinite(pos).all()
+    edge = np.linalg.norm(pos[s.edges[:, 0]] - pos[s.edges[:, 1]], axis=1).mean()
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 600, (2, 2000))
+    pair = np.linalg.norm(pos[a] - pos[b], axis=1).mean()
+    assert edge < 0.1 * pair  # neighbours on the ring are drawn next to each other
+    near = np.linalg.norm(pos[:, None] - pos[None], axis=2)[np.triu_indices(600, 1)]
+    assert near.min() > 1e-4  # no two agents on one point
+
+
+def test_the_page_turns_solara_telemetry_off(monkeypatch):
+    monkeypatch.setenv("SOLARA_TELEMETRY_MIXPANEL_ENABLE", "True")
+    from solara.server import settings
+
+    from tatonnet.dashboard import page
+
+    monkeypatch.setattr(settings.telemetry, "mixpanel_enable", True)
+    page.no_calls_home()
+    assert settings.telemetry.mixpanel_enable is False
+    import os
+
+    assert os.environ["SOLARA_TELEMETRY_MIXPANEL_ENABLE"] == "False"

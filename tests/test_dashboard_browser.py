@@ -1,4 +1,5 @@
-"""The dashboard in a real headless Chromium: it renders, Step advances it, a step is fast.
+"""The dashboard in a real headless Chromium: it renders, Step advances it, a step is fast,
+two browser sessions have a model each, and SIGTERM stops every process of it.
 
 Needs Playwright (Python package) and a Chromium binary (Debian's ``chromium``, or the one
 named by ``$TATONNET_CHROMIUM``). Without them the test is skipped, unless
@@ -9,6 +10,7 @@ Screenshots and the measured step times go to ``$TATONNET_ARTIFACTS`` (default
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -95,13 +97,64 @@ def server():
             time.sleep(0.5)
     else:
         pytest.fail("dashboard server did not start listening within 300 s")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    yield Server(url, port, proc)
+    if proc.poll() is None:  # the stop test did not run
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
     log.close()
+
+
+@dataclasses.dataclass
+class Server:
+    url: str
+    port: int
+    proc: subprocess.Popen
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux: from /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+VIEWPORT = {"width": 1600, "height": 1100}
+
+
+def _open(context, url: str):
+    """A new page of ``context`` (a browser context) at the dashboard, once its counter,
+    Step button and pictures are shown."""
+    page = context.new_page()
+    page.goto(url, timeout=300_000)  # a fresh clone compiles the kernels first
+    page.get_by_text("Round:").first.wait_for(timeout=300_000)
+    page.get_by_role("button", name="Step").wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => [...document.images].filter(e => e.naturalWidth > 50).length >= 2",
+        timeout=60_000,
+    )
+    return page
 
 
 def _round(page) -> int:
@@ -158,14 +211,11 @@ def _step_and_wait(page, before_round: int, timeout_s=60.0) -> float:
 
 
 def test_dashboard_renders_steps_and_is_fast(browser, server):
-    page = browser.new_page(viewport={"width": 1600, "height": 1100})
-    page.goto(server, timeout=300_000)  # a fresh clone compiles the kernels first
-    page.get_by_text("Round:").first.wait_for(timeout=300_000)
-    page.get_by_role("button", name="Step").wait_for(timeout=60_000)
-    page.wait_for_function(
-        "() => [...document.images].filter(e => e.naturalWidth > 50).length >= 2",
-        timeout=60_000,
-    )
+    page = _open(browser.new_context(viewport=VIEWPORT), server.url)
+    page.wait_for_function("() => document.title.startsWith('tatonnet')", timeout=30_000)
+    assert page.title() == "tatonnet: price discovery on a network"
+    assert page.get_by_text("Page 0").count() == 0  # no lone tab
+    assert page.get_by_text("agents: 2,000").count() >= 1  # sliders show their values
     # The network and the plots render as non-blank pictures; the info names what is drawn.
     pixels = _pixels(page)
     assert len(pixels) == 2, f"expected the network and the plots, found {len(pixels)} pictures"
@@ -193,4 +243,38 @@ def test_dashboard_renders_steps_and_is_fast(browser, server):
     assert median < STEP_BUDGET_S, (
         f"a step took {median:.2f} s to render (budget {STEP_BUDGET_S} s)"
     )
-    page.close()
+    page.context.close()
+
+
+def test_two_sessions_have_a_model_each(browser, server):
+    """Two browser contexts (two users): stepping one leaves the other's round alone."""
+    first, second = browser.new_context(viewport=VIEWPORT), browser.new_context(viewport=VIEWPORT)
+    try:
+        a, b = _open(first, server.url), _open(second, server.url)
+        assert _round(a) == 0 and _round(b) == 0
+        _step_and_wait(a, 0)
+        _step_and_wait(a, 1)
+        b.wait_for_timeout(1000)  # time for a shared model to show up in b
+        assert _round(a) == 2 and _round(b) == 0
+        _step_and_wait(b, 0)
+        assert _round(b) == 1 and _round(a) == 2
+        a.reload()  # a new session of the same tab starts again at round 0
+        a.get_by_text("Round:").first.wait_for(timeout=120_000)
+        assert _round(a) == 0
+    finally:
+        first.close()
+        second.close()
+
+
+def test_sigterm_stops_every_process_and_closes_the_port(server):
+    """SIGTERM to ``python run.py dashboard``: it exits 143, leaving no process, port closed."""
+    tree = _descendants(server.proc.pid)
+    assert tree, "the dashboard started no server process"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(30) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in tree):
+        time.sleep(0.1)
+    assert not [pid for pid in tree if _alive(pid)], "processes left after SIGTERM"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), 1).close()

@@ -95,6 +95,7 @@ def test_market_model_is_a_mesa_model_of_traders(model):
     assert len(model.agents) == N_MIXED == model.economy.n_agents
     assert all(isinstance(a, Trader) for a in model.agents)
     assert sorted(a.index for a in model.agents) == list(range(N_MIXED))
+    assert [a.unique_id for a in model.agents] == [a.index for a in model.agents]
     assert len({a.unique_id for a in model.agents}) == N_MIXED
     for i in (0, 17, N_MIXED - 1):
         assert model.trader(i).index == i

@@ -531,10 +531,12 @@ def run_trade(
     tol: float | None = None,
     state: TradeState | None = None,
     every: int = 1,
+    on_round=None,
 ) -> TradeRun:
     """Run up to ``rounds`` rounds; stop early when ``pareto_gap < tol`` (checked every
     ``every`` rounds). Nothing else stops it: a run that has not met ``tol`` says
-    ``converged = False``.
+    ``converged = False``. ``on_round(state)``, if given, is called after every round (a
+    progress bar; it must not change the state).
 
     Metrics per round: ``pairs`` (meetings), ``trades``, ``rejected``, ``volume`` (units
     moved, all goods), ``pareto_gap`` (NaN when not checked), ``mrs_std`` (mean over
@@ -584,6 +586,8 @@ def run_trade(
             gap = np.nan
             metrics["pareto_gap"].append(np.nan)
             metrics["mrs_std"].append(np.nan)
+        if on_round is not None:
+            on_round(state)
         if tol is not None and check and gap < tol:
             converged = True
             break

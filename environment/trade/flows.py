@@ -35,6 +35,7 @@ Definitions (values at reference prices ``p``: the Walrasian ones when known, el
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import networkx as nx
@@ -83,8 +84,8 @@ def agent_table(
     economy: Economy, state: tr.TradeState, log: np.ndarray, prices: np.ndarray | None = None,
     threshold: float = 0.5,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per-agent measurements (n,) each: gross, net, throughput, role, layer, hops,
-    profit, utility_gain."""
+    """Per-agent measurements (n,) each: trades (executed trades it was a party to),
+    gross, net, throughput, role, layer, hops, profit, utility_gain."""
     p = np.ones(economy.n_goods) if prices is None else np.asarray(prices)
     gross = (state.inflow + state.outflow) @ p
     net = np.abs(state.holdings - economy.endowments) @ p
@@ -105,8 +106,11 @@ def agent_table(
         gain = np.where(u0 > 0, u1 / np.where(u0 > 0, u0, 1.0) - 1.0, np.inf * (u1 > u0))
     held = state.holdings.sum(axis=1)
     hops = np.where(held > 0, state.hop_mass.sum(axis=1) / np.where(held > 0, held, 1.0), 0.0)
+    t = executed(log)
+    trades = np.bincount(t[:, 1:3].astype(np.int64).ravel(), minlength=economy.n_agents)
     return {
         "agent": np.arange(economy.n_agents),
+        "trades": trades,
         "gross": gross,
         "net": net,
         "throughput": through,
@@ -278,43 +282,80 @@ def flow_graph(economy: Economy, log: np.ndarray, table: dict, prices: np.ndarra
     return G
 
 
+def edge_table(network, log: np.ndarray, goods, prices: np.ndarray) -> dict[str, np.ndarray]:
+    """What crossed every edge of the network, one row per undirected edge (``source`` <
+    ``target``, in :meth:`~tatonnet.environment.network.Network.edge_list` order): ``trades``
+    (executed trades), ``volume`` (value at ``prices``, both directions) and ``units_<good>``
+    (units moved, both directions); (n_edges,) each. Edges that never traded have zeros."""
+    source, target, _ = network.edge_list()
+    n = network.n_agents
+    keys = source * n + target  # sorted: by source, then target
+    t = executed(log)
+    a, b = t[:, 1].astype(np.int64), t[:, 2].astype(np.int64)
+    row = np.searchsorted(keys, np.minimum(a, b) * n + np.maximum(a, b))
+    if row.size and not np.array_equal(keys[np.minimum(row, keys.size - 1)],
+                                       np.minimum(a, b) * n + np.maximum(a, b)):  # fmt: skip
+        raise tr.TradeError("trade log: a trade along a pair that is not an edge")
+    table = {"source": source, "target": target,
+             "trades": np.bincount(row, minlength=keys.size).astype(np.int64)}  # fmt: skip
+    value = prices[t[:, 4].astype(int)] * t[:, 6] + prices[t[:, 5].astype(int)] * t[:, 7]
+    table["volume"] = np.bincount(row, weights=value, minlength=keys.size)
+    for k, name in enumerate(goods):
+        q = np.where(t[:, 4] == k, t[:, 6], 0.0) + np.where(t[:, 5] == k, t[:, 7], 0.0)
+        table[f"units_{name}"] = np.bincount(row, weights=q, minlength=keys.size)
+    return table
+
+
+#: Colours of the roles in ``layers.png``.
+ROLE_COLORS = {"inactive": "#cccccc", "producer": "#1b9e77", "consumer": "#d95f02",
+               "intermediary": "#7570b3"}  # fmt: skip
+
+
 def plot_layers(G: nx.DiGraph, path: Path, title: str = "") -> None:
-    """Nodes placed by layer (x) and ordered within it (y), coloured by role; edge width by
-    volume. Writes a PNG."""
+    """Every agent placed by layer (x; agents outside every flow in a column of their own,
+    left) and ordered within it by gross volume (y), coloured by role; edge width by volume.
+    Each column is labelled with its layer and its number of agents, the legend counts every
+    agent by role. Right: mean throughput per layer. Writes a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"inactive": "#cccccc", "producer": "#1b9e77", "consumer": "#d95f02",
-              "intermediary": "#7570b3"}  # fmt: skip
     layer = nx.get_node_attributes(G, "layer")
-    active = [v for v in G if layer[v] >= 0]
     by_layer: dict[int, list] = {}
-    for v in active:
+    for v in G:
         by_layer.setdefault(layer[v], []).append(v)
     pos = {}
     for k, nodes in by_layer.items():
         nodes.sort(key=lambda v: -G.nodes[v]["gross"])
         for j, v in enumerate(nodes):
             pos[v] = (k, (j - (len(nodes) - 1) / 2) / max(1, len(nodes)))
-    H = G.subgraph(active)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 1]})
-    vol = np.array([d["volume"] for *_, d in H.edges(data=True)]) if H.number_of_edges() else []
+    vol = np.array([d["volume"] for *_, d in G.edges(data=True)]) if G.number_of_edges() else []
     widths = 0.3 + 3 * np.asarray(vol) / (max(vol) if len(vol) else 1)
-    nx.draw_networkx_edges(H, pos, ax=ax, width=widths, alpha=0.35, arrows=False)
-    for role, c in colors.items():
-        nodes = [v for v in H if H.nodes[v]["role"] == role]
-        nx.draw_networkx_nodes(H, pos, nodelist=nodes, node_color=c, node_size=18, ax=ax,
+    nx.draw_networkx_edges(G, pos, ax=ax, width=widths, alpha=0.35, arrows=False)
+    for role, c in ROLE_COLORS.items():
+        nodes = [v for v in G if G.nodes[v]["role"] == role]
+        nx.draw_networkx_nodes(G, pos, nodelist=nodes, node_color=c, node_size=18, ax=ax,
                                label=f"{role} ({len(nodes)})")  # fmt: skip
-    ax.set_xlabel("layer (hops from original owners in the flow graph)")
-    ax.set_yticks([])
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(title or "emergent flow layers")
     ks = sorted(by_layer)
-    thr = [np.mean([G.nodes[v]["throughput"] for v in by_layer[k]]) for k in ks]
-    bx.bar(ks, thr, color="#7570b3")
-    bx.set_xlabel("layer")
+    names = {k: "outside\nthe flow" if k < 0 else ("layer 0\n(sources)" if k == 0 else f"layer {k}")
+             for k in ks}  # fmt: skip
+    count = {k: f"{len(by_layer[k])} agent" + ("" if len(by_layer[k]) == 1 else "s") for k in ks}
+    labels = [f"{names[k]}\n{count[k]}" for k in ks]
+    ax.set_xticks(ks, labels, fontsize=8)
+    ax.tick_params(axis="x", bottom=True, labelbottom=True)  # networkx's drawing hides them
+    ax.set_xlim(min(ks, default=0) - 0.5, max(ks, default=0) + 0.5)
+    ax.set_xlabel("layer: hops from the original owners in the net flow graph")
+    ax.set_yticks([])
+    ax.legend(loc="upper right", fontsize=8, title=f"{G.number_of_nodes()} agents by role",
+              title_fontsize=8)  # fmt: skip
+    ax.set_title(title or "emergent flow layers")
+    inside = [k for k in ks if k >= 0]
+    thr = [np.mean([G.nodes[v]["throughput"] for v in by_layer[k]]) for k in inside]
+    bx.bar(inside, thr, color="#7570b3")
+    bx.set_xticks(inside, [f"{k}\n({len(by_layer[k])})" for k in inside], fontsize=8)
+    bx.set_xlabel("layer (agents)")
     bx.set_ylabel("mean throughput (share passed on)")
     bx.set_ylim(0, 1)
     fig.tight_layout()
@@ -341,48 +382,96 @@ def trade_config_for(scenario, group: np.ndarray) -> tuple[tr.TradeConfig, int, 
     return config, spec.rounds, spec.tol
 
 
-def run_trade_scenario(scenario, rounds: int | None = None, tol: float | None = None):
-    """Build the scenario's economy and network and run trade on it.
+@dataclasses.dataclass
+class TradeOutcome:
+    """A finished trade run of a scenario (:func:`run_trade_scenario`)."""
 
-    Returns ``(economy, network, run, prices, how)`` where ``prices`` are the reference
-    (Walrasian) prices or None and ``how`` says how they were obtained.
-    """
+    scenario: object  # tatonnet.environment.scenario.Scenario
+    economy: Economy
+    group: np.ndarray  # (n,) each agent's group index
+    network: object  # tatonnet.environment.network.Network
+    run: tr.TradeRun
+    prices: np.ndarray | None  # reference (Walrasian) prices, numeraire = 1, or None
+    how: str  # how ``prices`` were obtained (or why there are none)
+    config: tr.TradeConfig
+    max_rounds: int
+    tol: float | None
+
+    def options(self) -> dict:
+        """How it ran, as plain JSON (for ``run.json``)."""
+        return {"rounds": self.max_rounds, "tol": self.tol,
+                "config": dataclasses.asdict(self.config)}  # fmt: skip
+
+
+def run_trade_scenario(scenario, rounds: int | None = None, tol: float | None = None,
+                       progress: bool = False) -> TradeOutcome:  # fmt: skip
+    """Build the scenario's economy and network and run trade on it (``rounds`` and
+    ``tol`` override the scenario's ``[trade]`` table; ``progress``: a tqdm bar on stderr,
+    shown after 2 s)."""
+    import sys
+
+    from tqdm import tqdm
+
     from tatonnet.environment.scenario import build_economy, build_network_for
 
     economy, group = build_economy(scenario)
     network = build_network_for(scenario)
     config, default_rounds, default_tol = trade_config_for(scenario, group)
-    every = max(1, economy.n_agents // 50) if (tol or default_tol) else 1
-    run = tr.run_trade(
-        economy, network, config, rounds or default_rounds, tol or default_tol, every=every
-    )
+    rounds, tol = rounds or default_rounds, tol or default_tol
+    every = max(1, economy.n_agents // 50) if tol else 1
+    bar = tqdm(
+        total=rounds, delay=2.0, file=sys.stderr, unit="round", disable=not progress,
+        desc=scenario.name, dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 15.0,
+    )  # fmt: skip
+    with bar:
+        run = tr.run_trade(economy, network, config, rounds, tol, every=every,
+                           on_round=lambda _: bar.update(1))  # fmt: skip
     prices, how = reference_prices(economy)
-    return economy, network, run, prices, how
+    return TradeOutcome(scenario, economy, group, network, run, prices, how, config, rounds, tol)
 
 
-def write_trade_results(work: Path, scenario, economy, network, run, prices, how) -> dict:
+def write_trade_results(work: Path, outcome: TradeOutcome, provenance: dict | None = None) -> dict:
     """Write ``flows.graphml``, ``trade_metrics.parquet`` (per round),
-    ``trade_agents.parquet`` (per agent), ``layers.png`` and ``summary.json`` into
-    ``work``; returns the summary."""
+    ``trade_agents.parquet`` (per agent), ``edges.parquet`` (per network edge),
+    ``layers.png`` and ``summary.json`` into ``work``; ``provenance`` (versions, run id,
+    ...) goes into the summary as it is. Returns the summary."""
     import json
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from tatonnet.agents.utility import family_labels
+
+    scenario, economy, run, prices = outcome.scenario, outcome.economy, outcome.run, outcome.prices
     p = np.ones(economy.n_goods) if prices is None else prices
     summary, table = summarize(economy, run, prices)
-    summary = {"scenario": scenario.name, "agents": economy.n_agents,
-               "goods": list(economy.goods), "reference_prices": how,
-               "walras_prices": None if prices is None else prices.tolist(), **summary}  # fmt: skip
+    roles = np.array(ROLES)[table["role"]]
+    summary = {
+        "scenario": scenario.name, "scenario_source": scenario.source,
+        "agents": economy.n_agents, "goods": list(economy.goods),
+        "numeraire": economy.numeraire, "graph": outcome.network.kind,
+        "n_edges": outcome.network.n_edges, "seed": scenario.seed,
+        "medium": outcome.config.medium, "max_rounds": outcome.max_rounds, "tol": outcome.tol,
+        "status": "converged" if run.converged else "max_rounds",
+        "reference_prices": outcome.how,
+        "walras_prices": None if prices is None else prices.tolist(),
+        "roles": {r: int((roles == r).sum()) for r in ROLES},
+        **summary, **(provenance or {}),
+    }  # fmt: skip
     G = flow_graph(economy, run.log, table, p)
     nx.write_graphml(G, work / "flows.graphml")
     metrics = {"round": np.arange(1, run.rounds + 1), **run.metrics}
     pq.write_table(pa.table(metrics), work / "trade_metrics.parquet")
-    agents = {**table, "role": np.array(ROLES)[table["role"]]}
+    agents = {"agent": table["agent"], "group": outcome.group,
+              "family": family_labels(economy.family), **table, "role": roles,
+              "wealth": run.state.holdings @ p}  # fmt: skip
     for j, name in enumerate(economy.goods):
         agents[f"endowment_{name}"] = economy.endowments[:, j]
         agents[f"holding_{name}"] = run.state.holdings[:, j]
     pq.write_table(pa.table(agents), work / "trade_agents.parquet")
+    edges = edge_table(outcome.network, run.log, economy.goods, p)
+    pq.write_table(pa.table(edges), work / "edges.parquet")
     plot_layers(G, work / "layers.png", f"{scenario.name}: emergent flow layers")
     (work / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
     return summary
