@@ -1,7 +1,7 @@
 """Starting or joining Ray: a local runtime with explicit CPUs, or an existing cluster by address.
 
 * No address (and no ``RAY_ADDRESS``): a private local Ray is started with
-  ``num_cpus = workers`` and a modest object store; nothing to start by hand. It listens
+  ``num_cpus = workers x threads`` (each worker reserves its threads) and a modest object store; nothing to start by hand. It listens
   on 127.0.0.1 only (every port: GCS, raylet, object manager, agents, workers), keeps its
   session in a temporary folder of its own, removed at :func:`shutdown`, and is watched
   by :mod:`tatonnet.distributed.reaper`, which ends it if this process dies (even by
@@ -63,6 +63,7 @@ class _LocalRay:
 
 
 _local: _LocalRay | None = None
+_description: str | None = None  # what connect() started or joined
 
 
 @contextlib.contextmanager
@@ -123,16 +124,32 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def connect(workers: int, address: str | None = None, object_store_bytes: int | None = None) -> str:
-    """Make sure Ray is initialized for ``workers`` actors; returns a description.
+def connect(
+    workers: int,
+    address: str | None = None,
+    object_store_bytes: int | None = None,
+    threads: int = 1,
+) -> str:
+    """Make sure Ray is initialized for ``workers`` actors of ``threads`` CPUs each;
+    returns a description.
 
     ``object_store_bytes`` sizes a local runtime's object store (default
     :data:`OBJECT_STORE_BYTES`); a joined cluster keeps its own.
     """
+    need = workers * max(1, int(threads))
     import ray
 
+    global _description
     if ray.is_initialized():
-        return "ray (already initialized)"
+        if _description is None:
+            return "ray (already initialized)"
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < need:
+            raise ClusterError(
+                f"{_description} has {cpus:g} CPUs; --workers {workers} --threads {threads} "
+                f"needs {need}"
+            )
+        return _description
     address = address or os.environ.get("RAY_ADDRESS") or None
     options = dict(
         logging_level=logging.WARNING, log_to_driver=True, configure_logging=True
@@ -148,19 +165,20 @@ def connect(workers: int, address: str | None = None, object_store_bytes: int | 
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"cannot join the Ray cluster at {address}: {first}") from None
         cpus = ray.cluster_resources().get("CPU", 0)
-        if cpus < workers:
+        if cpus < need:
             ray.shutdown()
             raise ClusterError(
-                f"the Ray cluster at {address} has {cpus:g} CPUs; --workers {workers} needs "
-                f"{workers}"
+                f"the Ray cluster at {address} has {cpus:g} CPUs; --workers {workers} "
+                f"--threads {threads} needs {need}"
             )
-        return f"ray cluster at {address} ({cpus:g} CPUs)"
+        _description = f"ray cluster at {address} ({cpus:g} CPUs)"
+        return _description
     global _local
     _local = _LocalRay()  # before ray.init: a driver killed during start-up is covered too
     try:
         with _loopback_only(), _keep_sigterm():
             ray.init(
-                num_cpus=workers,
+                num_cpus=need,
                 object_store_memory=object_store_bytes or OBJECT_STORE_BYTES,
                 include_dashboard=False,
                 _node_ip_address=LOOPBACK,
@@ -171,7 +189,19 @@ def connect(workers: int, address: str | None = None, object_store_bytes: int | 
         shutdown()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterError(f"cannot start a local Ray runtime: {first}") from None
-    return f"local ray ({workers} CPUs)"
+    _description = f"local ray ({need} CPUs)"
+    return _description
+
+
+def node_cpus() -> list[int]:
+    """CPUs of every alive node of the connected Ray (one entry per node)."""
+    import ray
+
+    return [
+        int(node["Resources"].get("CPU", 0))
+        for node in ray.nodes()
+        if node.get("Alive") and node["Resources"].get("CPU", 0) >= 1
+    ]
 
 
 def is_worker_loss(exc: BaseException) -> bool:
@@ -185,9 +215,10 @@ def is_worker_loss(exc: BaseException) -> bool:
 
 def shutdown() -> None:
     """Disconnect from Ray; a private local Ray is stopped and its session folder removed."""
-    global _local
+    global _local, _description
     import ray
 
+    _description = None
     try:
         # also after a ray.init interrupted half-way (its node exists, unconnected)
         if ray.is_initialized() or _local is not None:

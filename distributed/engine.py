@@ -4,11 +4,18 @@
 
 * **In-process** (``use_ray=False``): plain objects, messages passed as arrays.
 * **Ray** (``use_ray=True``): each shard becomes an actor when it is created
-  (``ray.remote(num_cpus=1)(Shard)``); its static data is ``ray.put`` once. A round submits
-  every shard's ``ray_round`` with the object refs of the messages addressed to it (so
-  boundary rows travel shard → object store → shard) and ends with **one** batched
-  ``ray.get`` of the per-block partial sums, from which the driver reduces the global
-  metrics. The driver never gathers agent state during a run.
+  (``ray.remote(num_cpus=T)(Shard)``, ``T = threads``: a worker is a node-sized shard that
+  runs the fused kernel on T numba threads; where the node's ``NUMBA_NUM_THREADS`` is below
+  T the actor is restarted with it set through its ``runtime_env``); its static data is ``ray.put`` once. A round submits every shard's
+  ``ray_round`` with the object refs of the messages addressed to it (so boundary rows
+  travel shard → object store → shard) and ends with **one** batched ``ray.get`` of the
+  per-block partial sums, from which the driver reduces the global metrics. The driver
+  never gathers agent state during a run.
+* **One Ray worker** has no boundary: once the driver has said how the run stops
+  (:meth:`ShardEngine.plan`) it runs many rounds per remote call
+  (:meth:`tatonnet.distributed.shard.Shard.run_rounds`), ending a batch at the run's stop
+  rule, its last round, checkpoints and test hooks; :meth:`ShardEngine.step` then hands out
+  one round's metrics per call, the same rounds and bits as one call a round.
 
 **Checkpoints and recovery.** When the driver asks (``--checkpoint-every R``) each shard
 writes its own rows to ``<checkpoint_dir>/round-<R>/shard-<k>.npz``; the driver adds ``engine.json`` (and
@@ -21,10 +28,12 @@ fault-free run.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +69,15 @@ class ShardEngine:
     checkpoint_dir : path — where :meth:`checkpoint` writes (the driver decides when)
     kill_worker_at_round : int or None — test hook: SIGKILL worker 0 after that round, once
     max_recoveries : int — worker losses tolerated before :class:`WorkerLost`
-    threads : int or None — numba threads per shard (None: all cores, in-process)
+    threads : int or None — numba threads per shard (None: all cores in-process, 1 on Ray);
+        a Ray worker reserves ``threads`` CPUs
     """
+
+    #: Target seconds of one batched remote call of a one-worker Ray run (the progress bar
+    #: and Ctrl-C are served between calls).
+    BATCH_SECONDS = 0.5
+    #: Most rounds in one batched call.
+    MAX_BATCH = 1024
 
     def __init__(
         self,
@@ -90,7 +106,11 @@ class ShardEngine:
         self.kill_worker_at_round = kill_worker_at_round
         self.max_recoveries = max_recoveries
         self.recoveries = 0
-        self.threads = 1 if use_ray else threads
+        self.threads = (threads or 1) if use_ray else threads
+        self.seconds = {"submit": 0.0, "wait": 0.0, "reduce": 0.0}  # driver side, rounds only
+        self._plan = None  # (tol, last_round, checkpoint_every, stop_after) once planned
+        self._pending: collections.deque = collections.deque()
+        self._batch = 1
         self.on_checkpoint = None  # callback(folder: Path) for the driver's own state
         self.round = 0
         self._initial_prices = np.asarray(initial_prices, dtype=float)
@@ -134,17 +154,33 @@ class ShardEngine:
 
             if not hasattr(self, "_spec_refs"):
                 self._spec_refs = [ray.put(spec) for spec in self.specs]
-            remote = ray.remote(num_cpus=1, max_restarts=0)(Shard)
-            self.shards = [
-                remote.remote(ref, self._initial_rows(spec), self.threads)
-                for ref, spec in zip(self._spec_refs, self.specs, strict=True)
-            ]
-            self.pids = ray.get([s.pid.remote() for s in self.shards])
+            t = self.threads
+            for env in (None, {"env_vars": {"NUMBA_NUM_THREADS": str(t)}}):
+                # numba's pool is sized by NUMBA_NUM_THREADS (default: the node's cores); a
+                # runtime_env costs seconds per actor, so it is set only where too small
+                opts = {"runtime_env": env} if env else {}
+                remote = ray.remote(num_cpus=t, max_restarts=0, **opts)(Shard)
+                self.shards = [
+                    remote.remote(ref, self._initial_rows(spec), t)
+                    for ref, spec in zip(self._spec_refs, self.specs, strict=True)
+                ]
+                self.pids = ray.get([s.pid.remote() for s in self.shards])
+                self.worker_threads = ray.get([s.threads.remote() for s in self.shards])
+                if min(self.worker_threads) >= t or env:
+                    break
+                for shard in self.shards:
+                    ray.kill(shard, no_restart=True)
+            if min(self.worker_threads) < t:  # pragma: no cover - the env var is set above
+                raise RuntimeError(
+                    f"Ray workers run {self.worker_threads} numba threads, {t} asked for"
+                )
         else:
             self.shards = [
                 Shard(spec, self._initial_rows(spec), self.threads) for spec in self.specs
             ]
             self.pids = [os.getpid()] * len(self.shards)
+            self.worker_threads = [self.shards[0].threads()] * len(self.shards)
+        self._pending.clear()
         self._messages = self._collect_outgoing()
 
     def _collect_outgoing(self) -> dict:
@@ -181,12 +217,76 @@ class ShardEngine:
         return reduce_partials(self.round, np.concatenate(partials), self.supply, self.n_agents)
 
     # ---- the round -------------------------------------------------------------------------
+    def plan(
+        self,
+        tol: float,
+        last_round: int,
+        checkpoint_every: int = 0,
+        stop_after: int | None = None,
+    ) -> None:
+        """Say how the run stops, so a one-worker Ray run may batch rounds.
+
+        ``tol``: the run stops after the first round whose metrics give a verdict
+        (:func:`tatonnet.environment.tatonnement.status.check_stop`); ``last_round``: the round
+        budget; batches also end at multiples of ``checkpoint_every`` and at ``stop_after``.
+        """
+        self._plan = (float(tol), int(last_round), int(checkpoint_every), stop_after)
+
+    @property
+    def batched(self) -> bool:
+        """Whether rounds run in batches (one Ray worker without neighbours, planned)."""
+        return (
+            self.use_ray and self._plan is not None and not self.central
+            and len(self.shards) == 1
+        )  # fmt: skip
+
+    @property
+    def pending_rounds(self) -> int:
+        """Rounds the shard has run that :meth:`step` has not handed out yet."""
+        return len(self._pending)
+
+    def _batch_end(self) -> int:
+        """The last round the next batch may run to."""
+        _, last, every, stop_after = self._plan
+        end = min(last, self.round + self._batch)
+        if every:
+            end = min(end, (self.round // every + 1) * every)
+        for hook in (stop_after, self.kill_worker_at_round):
+            if hook is not None and hook > self.round:
+                end = min(end, hook)
+        return max(end, self.round + 1)
+
+    def _fill_batch(self) -> None:
+        import ray
+
+        tol = self._plan[0]
+        n = self._batch_end() - self.round
+        t0 = time.perf_counter()
+        ref = self.shards[0].run_rounds.remote(n, self.supply, self.n_agents, tol)
+        t1 = time.perf_counter()
+        partials = ray.get(ref)
+        t2 = time.perf_counter()
+        for r, p in enumerate(partials, start=self.round + 1):
+            self._pending.append(reduce_partials(r, p, self.supply, self.n_agents))
+        t3 = time.perf_counter()
+        self.seconds["submit"] += t1 - t0
+        self.seconds["wait"] += t2 - t1
+        self.seconds["reduce"] += t3 - t2
+        per_round = (t3 - t0) / len(partials)
+        if len(partials) == n:  # a full batch: aim the next one at BATCH_SECONDS
+            self._batch = int(min(self.MAX_BATCH, max(1, self.BATCH_SECONDS / per_round)))
+
     def step(self) -> RoundMetrics:
         """One round on every shard; returns the global metrics of the new state."""
         from_round = self.round
         while True:
             try:
-                metrics = self._central_round() if self.central else self._network_round()
+                if self.batched:
+                    if not self._pending:
+                        self._fill_batch()
+                    metrics = self._pending.popleft()
+                else:
+                    metrics = self._central_round() if self.central else self._network_round()
                 break
             except Exception as exc:  # a dead Ray worker surfaces here
                 if not cluster.is_worker_loss(exc):
@@ -199,6 +299,7 @@ class ShardEngine:
         return metrics
 
     def _network_round(self) -> RoundMetrics:
+        t0 = time.perf_counter()
         new, partial_refs = {}, []
         for k, (shard, spec) in enumerate(zip(self.shards, self.specs, strict=True)):
             incoming = [self._messages[(s, k)] for s in sorted(spec.recv)]
@@ -214,9 +315,21 @@ class ShardEngine:
             partial_refs.append(result[0])
             for d, message in zip(dests, result[1:], strict=True):
                 new[(k, d)] = message
+        t1 = time.perf_counter()
         partials = self._get(partial_refs)  # the one batched get of the round
+        t2 = time.perf_counter()
         self._messages = new
-        return reduce_partials(self.round + 1, np.concatenate(partials), self.supply, self.n_agents)
+        metrics = reduce_partials(
+            self.round + 1, np.concatenate(partials), self.supply, self.n_agents
+        )
+        self.seconds["submit"] += t1 - t0
+        self.seconds["wait"] += t2 - t1
+        self.seconds["reduce"] += time.perf_counter() - t2
+        return metrics
+
+    def shard_timings(self) -> list[dict[str, float]]:
+        """Each shard's seconds in ``receive``, the kernel and ``outgoing`` so far."""
+        return self._get([self._call(s, "timings") for s in self.shards])
 
     def _aggregate(self, prices: np.ndarray) -> np.ndarray:
         blocks = self._get([self._call(s, "excess_blocks", prices) for s in self.shards])
@@ -259,8 +372,16 @@ class ShardEngine:
             self._network_round()
             self.round += 1
 
+    def _settled(self, what: str) -> None:
+        if self._pending:
+            raise RuntimeError(
+                f"{what}: the shard ran {len(self._pending)} round(s) past round {self.round} "
+                "(the run stopped for a reason ShardEngine.plan was not told)"
+            )
+
     def checkpoint(self) -> Path:
         """Write every shard's state and the driver's, then mark the folder complete."""
+        self._settled("checkpoint")
         folder = self.checkpoint_dir / f"round-{self.round:09d}"
         folder.mkdir(parents=True, exist_ok=True)
         self._get([self._call(s, "checkpoint", str(folder)) for s in self.shards])
@@ -310,6 +431,7 @@ class ShardEngine:
     # ---- results and inspection -------------------------------------------------------------
     def write_agents(self, folder: Path) -> list[str]:
         """Every shard writes its agents' final state (Parquet parts), in parallel."""
+        self._settled("write_agents")
         folder.mkdir(parents=True, exist_ok=True)
         if self.central:
             prices = prices_from_coords(self._central_coords, self.space)
@@ -319,6 +441,7 @@ class ShardEngine:
         return self._get([self._call(s, "write_agents", str(folder)) for s in self.shards])
 
     def agent_prices(self, i: int) -> np.ndarray:
+        self._settled("agent_prices")
         if self.central:
             return prices_from_coords(self._central_coords, self.space)
         k = int(self.partition.owner(np.array([i]))[0])
@@ -326,6 +449,7 @@ class ShardEngine:
 
     def prices(self) -> np.ndarray:
         """Every agent's prices (n, g): gathers all shards — for inspection after a run."""
+        self._settled("prices")
         if self.central:
             return np.broadcast_to(prices_from_coords(self._central_coords, self.space),
                                    (self.n_agents, self.n_goods))  # fmt: skip

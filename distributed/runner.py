@@ -2,8 +2,20 @@
 
 Engines by ``workers``: ``0`` — the fused kernel in this process (``MarketModel`` without an
 engine; every Mesa agent a view onto the arrays); ``1`` — one in-process shard
-(checkpoints and ``--resume`` work); ``K >= 2`` — K Ray actors on a local Ray or a cluster.
-All give bit-identical results for the same seed.
+(checkpoints and ``--resume`` work), or one Ray worker when a cluster is named (``address``)
+or ``ray=True``; ``K >= 2`` — K Ray actors on a local Ray or a cluster, each running the
+fused kernel on ``threads`` numba threads and reserving as many CPUs. All give
+bit-identical results for the same seed, whatever the worker and thread counts.
+
+``workers="auto"`` (the command line's default) is decided by :func:`resolve_options`:
+
+* a rule with its own dynamics runs in this process;
+* a cluster address (``address`` or ``RAY_ADDRESS``): one worker per node of the cluster,
+  each with the node's CPUs (the smallest node's, so every worker fits);
+* otherwise this process: on one machine the in-process kernel is the fastest engine.
+  (While the driver builds the whole economy and graph, handing a large economy to a Ray
+  worker would add the worker's copy of the state to the driver's, so size alone never
+  picks Ray; an economy too large for this machine is refused by the memory guard.)
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +39,9 @@ from tatonnet.distributed.partition import shard_ranges
 from tatonnet.environment import equilibrium
 from tatonnet.environment.model import MarketModel
 from tatonnet.environment.scenario import Scenario
+from tatonnet.environment.tatonnement import dynamics
 from tatonnet.environment.tatonnement.dynamics import RoundMetrics, messages_per_round
+from tatonnet.environment.tatonnement.kernel import n_blocks
 from tatonnet.environment.tatonnement.status import Verdict
 from tatonnet.results.provenance import versions, write_run_json
 
@@ -39,11 +54,28 @@ class DriverStopped(RuntimeError):
     """Raised by the ``stop_after_round`` test hook to simulate a driver that died."""
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """How to run (not what): engine, cluster, checkpoints, test hooks."""
+    """How to run (not what): engine, cluster, checkpoints, test hooks.
 
-    workers: int = 2
+    ``workers``: ``"auto"`` or K (see the module docstring); ``threads``: numba threads
+    per worker (None: the CPUs given to the run split over the Ray workers, all cores
+    in this process); ``ray``: run ``workers`` as Ray actors (None: when K >= 2, or K = 1
+    with an address); ``reason``: why this engine (set by :func:`resolve_options`).
+    """
+
+    workers: int | str = "auto"
+    threads: int | None = None
+    ray: bool | None = None
+    reason: str = ""
     address: str | None = None
     checkpoint_every: int = 0
     reference: bool = True
@@ -51,11 +83,23 @@ class RunOptions:
     kill_worker_at_round: int | None = None  # test hook: SIGKILL worker 0 after this round
     stop_after_round: int | None = None  # test hook: raise DriverStopped after this round
 
+    @property
+    def use_ray(self) -> bool:
+        if self.ray is not None or self.workers == "auto":
+            return bool(self.ray)
+        return self.workers >= 2 or (self.workers == 1 and bool(self.address))
+
     def check(self, scenario: Scenario) -> None:
         """Refuse combinations that cannot run, before anything is started."""
+        if self.workers == "auto":
+            return resolve_options(self, scenario, connect=False).check(scenario)
+        if self.threads is not None and self.threads < 1:
+            raise RunConfigError(f"--threads {self.threads}: expected 1 or more")
+        if self.ray and self.workers < 1:
+            raise RunConfigError("Ray needs --workers 1 or more")
         if self.checkpoint_every and self.workers == 0:
             raise RunConfigError("--checkpoint-every needs --workers 1 or more (sharded engine)")
-        if self.kill_worker_at_round is not None and self.workers < 2:
+        if self.kill_worker_at_round is not None and not self.use_ray:
             raise RunConfigError("--kill-worker-at-round needs Ray workers (--workers 2 or more)")
         engine = scenario.dynamics.make_rule().engine
         if engine is not None and self.workers >= 1:
@@ -63,17 +107,15 @@ class RunOptions:
                 f"rule {scenario.dynamics.rule!r} runs its own dynamics ({engine!r}) in this "
                 f"process only: use --workers 0 (or leave --workers out), not {self.workers}"
             )
-        if self.address and (self.workers < 2 or engine is not None):
+        if self.address and (self.workers < 1 or engine is not None):
             how = (
                 f"rule {scenario.dynamics.rule!r} runs its own dynamics in this process"
                 if engine is not None
                 else f"--workers {self.workers} runs in this process"
-                + (" (an in-process shard; also the default for one 2,048-agent block)"
-                   if self.workers else "")
             )
             raise RunConfigError(
                 f"--address {self.address}: {how}, so no Ray cluster would be joined; use "
-                "--workers 2 or more with a fused-kernel rule, or leave out --address"
+                "--workers 1 or more with a fused-kernel rule, or leave out --address"
             )
         if self.workers >= 1:
             try:
@@ -99,6 +141,58 @@ def reference_equilibria(model: MarketModel) -> tuple[list[np.ndarray], str]:
     return equilibrium.reference_equilibria(model.economy, seed=model.config.seed)
 
 
+def resolve_options(options: RunOptions, scenario: Scenario, connect: bool = True,
+                    cpus: int | None = None) -> RunOptions:  # fmt: skip
+    """``options`` with ``workers`` a number, ``ray`` and ``threads`` decided, and ``reason``
+    saying why (see the module docstring).
+
+    ``connect``: join the cluster when one is named and the choice needs its nodes (with
+    False, an address under ``auto`` resolves to one worker). ``cpus``: this machine's, by
+    default measured.
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    blocks = n_blocks(scenario.n_agents)
+    own_engine = scenario.dynamics.make_rule().engine
+    n = f"{scenario.n_agents:,} agents"
+    workers, threads, ray, reason = options.workers, options.threads, options.ray, options.reason
+    if workers == "auto":
+        if own_engine is not None:
+            workers, ray = 0, False
+            reason = f"--workers auto: rule {scenario.dynamics.rule} runs its own dynamics"
+        elif address:
+            nodes = [1]
+            if connect:
+                cluster.connect(1, address)
+                nodes = cluster.node_cpus() or [1]
+            workers, ray = min(len(nodes), blocks), True
+            threads = threads or min(nodes)
+            reason = (f"--workers auto: one worker per node of the cluster ({len(nodes)} "
+                      f"node(s)), {n}")  # fmt: skip
+        else:
+            workers, ray = 0, False
+            reason = f"--workers auto: one machine, {n}"
+    resolved = dataclasses.replace(options, workers=int(workers), ray=ray, threads=threads)
+    if resolved.use_ray and resolved.threads is None:
+        if address and connect:
+            cluster.connect(1, address)
+            nodes = cluster.node_cpus() or [1]
+            total = sum(nodes)
+            threads = max(1, min(max(nodes), total // max(1, resolved.workers)))
+        else:
+            threads = max(1, cpus // max(1, resolved.workers))
+        resolved = dataclasses.replace(resolved, threads=threads)
+    if not reason:
+        reason = f"--workers {resolved.workers}"
+        if resolved.use_ray:
+            reason += f" --threads {resolved.threads}"
+            if resolved.workers == 1 and not address:
+                reason += ", Ray"
+        elif resolved.threads is not None:
+            reason += f" --threads {resolved.threads}"
+    return dataclasses.replace(resolved, reason=reason)
+
+
 def engine_factory(options: RunOptions, work: Path | None):
     """The ``engine`` argument of MarketModel for these options (None: in-process kernel)."""
     if options.workers == 0:
@@ -106,9 +200,10 @@ def engine_factory(options: RunOptions, work: Path | None):
     return functools.partial(
         ShardEngine,
         n_shards=options.workers,
-        use_ray=options.workers >= 2,
+        use_ray=options.use_ray,
         checkpoint_dir=(work / "checkpoints") if work is not None else None,
         kill_worker_at_round=options.kill_worker_at_round,
+        threads=options.threads,
     )
 
 
@@ -169,13 +264,31 @@ def run_scenario(
     ``work`` is the run's work folder (checkpoints go to ``work/checkpoints``); with
     ``resume`` the run continues from the last complete checkpoint there.
     """
+    t_start = time.perf_counter()
+    if (
+        options.workers == "auto"
+        or not options.reason
+        or (options.use_ray and options.threads is None)
+    ):
+        options = resolve_options(options, scenario)
     options.check(scenario)
     if options.checkpoint_every and work is None:
         raise RunConfigError("checkpoints need a work folder")
-    t_start = time.perf_counter()
     where = "in-process"
-    if options.workers >= 2:
-        where = cluster.connect(options.workers, options.address)
+    if options.use_ray:
+        where = cluster.connect(options.workers, options.address, threads=options.threads)
+    elif options.workers == 1:
+        where = "in-process shard"
+    saved_cap = dynamics.MAX_THREADS
+    if not options.use_ray:
+        dynamics.MAX_THREADS = options.threads
+    try:
+        return _run(scenario, options, work, resume, t_start, where)
+    finally:
+        dynamics.MAX_THREADS = saved_cap
+
+
+def _run(scenario, options, work, resume, t_start, where) -> RunResult:
     model = MarketModel(scenario, engine=engine_factory(options, work))
     engine = model.engine
     resumed_from = None
@@ -193,10 +306,10 @@ def run_scenario(
                 f"--resume: the checkpoint {str(folder)!r} is damaged ({_one_line(exc)}); "
                 "nothing was changed"
             ) from None
+    d = scenario.dynamics
     if engine is not None:
         engine.on_checkpoint = functools.partial(_save_history, model)
-
-    d = scenario.dynamics
+        engine.plan(d.tol, d.rounds, options.checkpoint_every, options.stop_after_round)
     n = model.economy.n_agents
     bar = tqdm(
         total=d.rounds, initial=model.round, delay=2.0, file=sys.stderr, unit="round",
@@ -204,7 +317,7 @@ def run_scenario(
         mininterval=0.5 if sys.stderr.isatty() else 15.0,
     )  # fmt: skip
     first = model.round
-    t_loop = time.perf_counter()
+    t_first = t_loop = time.perf_counter()  # set-up ends: the first round starts
     with bar:
         while model.running and model.round < d.rounds:
             model.step()
@@ -222,6 +335,11 @@ def run_scenario(
             if options.stop_after_round is not None and r >= options.stop_after_round:
                 raise DriverStopped(f"driver stopped after round {r} (test hook)")
     t_end = time.perf_counter()
+    if engine is not None and engine.pending_rounds:  # pragma: no cover - a model change
+        raise RuntimeError(
+            f"the run stopped at round {model.round} but its Ray worker ran "
+            f"{engine.pending_rounds} more: ShardEngine.plan and the model disagree on stopping"
+        )
     rounds = model.round
     references, method = reference_equilibria(model) if options.reference else ([], "not computed")
     verdict = model.classify(references)
@@ -234,6 +352,7 @@ def run_scenario(
     traffic = messages_per_round(model.dynamics.rule, model.network, model.economy.n_goods)
     if model.dynamics.rule.engine is not None:
         where = f"in-process ({model.dynamics.rule.engine} dynamics: no sharded engine)"
+    threads = None if engine is None else engine.worker_threads
     summary = {
         "scenario": scenario.name,
         "scenario_source": scenario.source,
@@ -249,7 +368,10 @@ def run_scenario(
         "signal": model.dynamics.signal,
         "seed": scenario.seed,
         "workers": options.workers,
-        "engine": where if options.workers >= 2 else ("in-process shard" if engine else where),
+        "threads": options.threads,
+        "worker_threads": threads,
+        "engine": where,
+        "engine_reason": options.reason,
         "edge_cut": None if part is None else part.edge_cut,
         "partition_seconds": None if part is None else part.seconds,
         "boundary_bytes_per_round": None if engine is None else engine.bytes_per_round,
@@ -277,6 +399,9 @@ def run_scenario(
         "floats_per_round": traffic["floats"],
         "floats_per_message": traffic["floats"] / max(traffic["messages"], 1),  # mean
         "wall_seconds": t_end - t_start,
+        "setup_seconds": t_first - t_start,
+        "round_seconds": t_end - t_first,
+        "driver_round_seconds": None if engine is None else dict(engine.seconds),
         "agent_rounds_per_second": (n * timed_rounds / loop_seconds) if timed_rounds > 0 else None,
         "versions": versions(),
     }

@@ -17,12 +17,20 @@ A round (driver-orchestrated, :meth:`Shard.round`):
    ``tracker``, or ``excess`` under the ``local`` signal) into the ghost rows;
 2. ``step`` — the fused kernel on the own rows (:func:`tatonnet.environment.tatonnement.kernel.network_round`);
 3. ``outgoing`` — for each neighbouring shard, exactly the rows it keeps ghosts of.
+
+A shard with no neighbours (the only shard of a run) can also run many rounds in one call
+(:meth:`Shard.run_rounds`): it returns every round's partials and stops after the first
+round whose metrics stop the run, so the driver sees the same rounds as one call a round.
+
+Threads: a shard runs the kernel on ``threads`` numba threads (a Ray worker reserves as
+many CPUs); results do not depend on the count.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 
 import numba
@@ -35,8 +43,10 @@ from tatonnet.environment.tatonnement import kernel
 from tatonnet.environment.tatonnement.dynamics import (
     coords_from_prices,
     prices_from_coords,
+    reduce_partials,
     state_partials,
 )
+from tatonnet.environment.tatonnement.status import check_stop
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -168,28 +178,55 @@ class Shard:
         kernel.excess_demand_rows(coords, self._log, *self._arrays, excess)
         tracker[:] = excess
         self.n_blocks = kernel.n_blocks(s.stop) - s.start // kernel.BLOCK
+        # ghost rows of one sender are one contiguous run (ghosts are sorted by global id,
+        # shards are contiguous id ranges): receive copies slices, not fancy-indexed rows
+        self._recv_slices = {}
+        for src, positions in s.recv.items():
+            lo, hi = int(positions[0]), int(positions[-1]) + 1
+            if hi - lo != positions.size:  # pragma: no cover - guaranteed by build_specs
+                raise ValueError(f"shard {s.shard_id}: ghosts of shard {src} are not contiguous")
+            self._recv_slices[src] = slice(s.n_own + lo, s.n_own + hi)
+        # two buffers per destination, used in turn: an in-process neighbour reads this
+        # round's message during the next round, while this shard writes the other one
+        self._out = {d: [np.empty((rows.size, 2 * g)) for _ in range(2)]
+                     for d, rows in s.send.items()}  # fmt: skip
+        self._out_turn = 0
+        self.seconds = {"receive": 0.0, "kernel": 0.0, "outgoing": 0.0}
 
     # ---- messages ------------------------------------------------------------------------
     def outgoing(self) -> dict[int, np.ndarray]:
-        """Messages for the neighbouring shards: (m, 2g) rows ``[coords | tracker or excess]``."""
+        """Messages for the neighbouring shards: (m, 2g) rows ``[coords | tracker or excess]``.
+
+        The arrays are this shard's own buffers, overwritten two calls later.
+        """
+        t0 = time.perf_counter()
         coords, tracker, excess = self._src
         second = tracker if self.spec.tracking else excess
-        return {d: np.hstack([coords[rows], second[rows]]) for d, rows in self.spec.send.items()}
+        turn, self._out_turn = self._out_turn, 1 - self._out_turn
+        out = {}
+        for d, rows in self.spec.send.items():
+            message = self._out[d][turn]
+            _gather_rows(coords, second, rows, message)
+            out[d] = message
+        self.seconds["outgoing"] += time.perf_counter() - t0
+        return out
 
     def receive(self, messages: dict[int, np.ndarray]) -> None:
         """Write neighbours' messages into the ghost rows."""
+        t0 = time.perf_counter()
         coords, tracker, excess = self._src
         second = tracker if self.spec.tracking else excess
         g = coords.shape[1]
-        base = self.spec.n_own
-        for src, positions in self.spec.recv.items():
+        for src, rows in self._recv_slices.items():
             message = messages[src]
-            coords[base + positions] = message[:, :g]
-            second[base + positions] = message[:, g:]
+            coords[rows] = message[:, :g]
+            second[rows] = message[:, g:]
+        self.seconds["receive"] += time.perf_counter() - t0
 
     # ---- the round -----------------------------------------------------------------------
     def step(self) -> np.ndarray:
         """One round on the own rows; returns the per-block partials (b, N_PARTIALS, g)."""
+        t0 = time.perf_counter()
         s, o = self.spec, self.spec.n_own
         g = s.endowments.shape[1]
         partials = np.empty((self.n_blocks, kernel.N_PARTIALS, g))
@@ -204,7 +241,28 @@ class Shard:
         )  # fmt: skip
         self._src, self._dst = dst, src
         self.round += 1
+        self.seconds["kernel"] += time.perf_counter() - t0
         return partials
+
+    def run_rounds(self, n_rounds: int, supply: np.ndarray, n_agents: int, tol: float | None):
+        """Up to ``n_rounds`` rounds of a shard without neighbours; (r, b, N_PARTIALS, g).
+
+        With ``tol``, stops after the first round whose metrics (reduced exactly as the
+        driver reduces them) stop the run (:func:`check_stop`): the shard never runs
+        past the round the driver stops at.
+        """
+        if self.spec.recv or self.spec.send:
+            raise RuntimeError("run_rounds: a shard with neighbours exchanges every round")
+        out = []
+        for _ in range(n_rounds):
+            partials = self.step()
+            out.append(partials)
+            if tol is not None:
+                m = reduce_partials(self.round, partials, supply, n_agents)
+                verdict = check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max, tol)
+                if verdict is not None:
+                    break
+        return np.stack(out)
 
     def round_trip(self, messages: dict[int, np.ndarray]):
         """``receive`` + ``step`` + ``outgoing``: returns ``(partials, outgoing)``."""
@@ -295,3 +353,22 @@ class Shard:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def threads(self) -> int:
+        """Numba threads this shard's kernel runs on."""
+        return numba.get_num_threads()
+
+    def timings(self) -> dict[str, float]:
+        """Seconds spent so far in ``receive``, the kernel and ``outgoing``."""
+        return dict(self.seconds)
+
+
+@numba.njit(cache=True)
+def _gather_rows(coords, second, rows, out):
+    """``out[i] = [coords[rows[i]] | second[rows[i]]]``; out (m, 2g)."""
+    g = coords.shape[1]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(g):
+            out[i, j] = coords[r, j]
+            out[i, g + j] = second[r, j]

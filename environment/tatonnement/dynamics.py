@@ -21,14 +21,21 @@ from tatonnet.environment.tatonnement import kernel
 SIGNALS = ("tracking", "local")
 
 
+#: Most numba threads an in-process round uses (None: all of numba's); ``--threads``.
+MAX_THREADS: int | None = None
+
+
 def use_threads(n_blocks: int) -> None:
-    """Run the next kernel on at most one thread per reduction block.
+    """Run the next kernel on at most one thread per reduction block (and MAX_THREADS).
 
     Waking idle threads for a single block costs far more than the block's work (measured:
     a 500-agent round took ~6 ms on 2 threads against ~0.15 ms on one). Results do not
     depend on the thread count.
     """
-    numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, n_blocks)))
+    cap = numba.config.NUMBA_NUM_THREADS
+    if MAX_THREADS is not None:
+        cap = min(cap, MAX_THREADS)
+    numba.set_num_threads(max(1, min(cap, n_blocks)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -1,0 +1,201 @@
+"""Node-sized Ray workers: any worker and thread count gives the same bits, and ``auto``.
+
+* in-process (``--workers 0``) = one Ray worker with 2 threads (rounds batched per remote
+  call) = two Ray workers with 1 thread: prices, per-round metrics and agents tables;
+* a batched one-worker run stops at the very round the in-process run stops at (a verdict
+  in the middle of a batch), and resumes from a checkpoint bit-identically;
+* :meth:`Shard.run_rounds` equals round-by-round stepping and stops at the verdict round;
+* ``--workers auto`` picks this process on one machine (whatever the economy's size), one
+  worker per node with an address; explicit ``--workers K`` splits the CPUs given to the
+  run over the workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tatonnet.cli import run
+from tatonnet.distributed import cluster
+from tatonnet.distributed.engine import ShardEngine
+from tatonnet.distributed.runner import (
+    DriverStopped,
+    RunOptions,
+    resolve_options,
+    run_scenario,
+    save_run_config,
+)
+from tatonnet.distributed.shard import Shard
+from tatonnet.environment.model import MarketModel
+from tatonnet.environment.scenario import load_scenario
+from tatonnet.environment.tatonnement import kernel
+from tatonnet.environment.tatonnement.status import check_stop
+from tatonnet.results.output import agent_table, claim_new
+
+N = 3 * kernel.BLOCK + 100
+
+
+def _scenario(**overrides):
+    return load_scenario("default").with_overrides(agents=N, **overrides)
+
+
+def _options(**kw):
+    return RunOptions(progress=False, reference=False, **kw)
+
+
+def _assert_same(a, b):
+    assert a.summary["rounds"] == b.summary["rounds"]
+    for key in ("prices", "excess_demand_per_good", "price_dispersion", "status", "reason"):
+        assert a.summary[key] == b.summary[key], key
+    np.testing.assert_array_equal(a.model.prices(), b.model.prices())
+    da = a.model.datacollector.get_model_vars_dataframe()
+    db = b.model.datacollector.get_model_vars_dataframe()
+    assert da.equals(db)
+
+
+def _agents_table(result, folder):
+    """The run's agents table, as ``write_results`` writes it (shards write parts)."""
+    if result.model.engine is None:
+        return agent_table(result.model)
+    result.model.engine.write_agents(folder / "agents")
+    return pq.read_table(folder / "agents").sort_by("id")
+
+
+# ---- without Ray ---------------------------------------------------------------------------
+def test_run_rounds_equals_stepping_and_stops_at_the_verdict():
+    scenario = load_scenario("cobb-douglas").with_overrides(agents=500, graph="ring")
+    model = MarketModel(scenario, engine=None, mesa_agents=False)
+    engine = ShardEngine(model.economy, model.network, model.dynamics.rule, "tracking",
+                         np.ones(model.economy.n_goods), model.group, 1, use_ray=False)  # fmt: skip
+    spec = engine.specs[0]
+    a = Shard(spec, np.ones(model.economy.n_goods))
+    b = Shard(spec, np.ones(model.economy.n_goods))
+    stepped = np.stack([a.step() for _ in range(30)])
+    batched = b.run_rounds(30, engine.supply, engine.n_agents, None)
+    np.testing.assert_array_equal(stepped, batched)
+    # a tolerance reached at some round r: the batch ends there, not at 30
+    c = Shard(spec, np.ones(model.economy.n_goods))
+    from tatonnet.environment.tatonnement.dynamics import reduce_partials
+
+    ms = [reduce_partials(r + 1, p, engine.supply, engine.n_agents) for r, p in enumerate(stepped)]
+    tol = sorted(max(m.excess_demand, m.price_dispersion) for m in ms)[3]  # met at some round
+    first = next(
+        r for r, m in enumerate(ms, 1)
+        if check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max, tol)
+    )  # fmt: skip
+    out = c.run_rounds(30, engine.supply, engine.n_agents, tol)
+    assert out.shape[0] == first < 30
+    assert c.round == first
+
+
+def test_auto_runs_in_process_on_one_machine():
+    o = resolve_options(_options(), _scenario(), cpus=2)
+    assert (o.workers, o.use_ray) == (0, False)
+    assert o.reason == f"--workers auto: one machine, {N:,} agents"
+
+
+def test_auto_keeps_a_large_economy_in_process():
+    """A Ray worker would hold a copy of the state beside the driver's economy: no gain."""
+    scenario = _scenario()
+    o = resolve_options(_options(), scenario, cpus=2)
+    assert (o.workers, o.use_ray) == (0, False)
+
+
+def test_auto_with_an_address_is_one_worker_per_node():
+    o = resolve_options(_options(address="127.0.0.1:1"), _scenario(), connect=False, cpus=2)
+    assert o.use_ray and o.workers == 1 and "one worker per node" in o.reason
+
+
+def test_auto_keeps_own_dynamics_in_process():
+    o = resolve_options(_options(), _scenario(rule="extragradient"), cpus=2)
+    assert (o.workers, o.use_ray) == (0, False)
+
+
+@pytest.mark.parametrize(
+    ("workers", "cpus", "threads"), [(2, 2, 1), (1, 2, 2), (2, 8, 4), (3, 2, 1)]
+)
+def test_explicit_workers_split_the_cpus(workers, cpus, threads):
+    o = resolve_options(_options(workers=workers), _scenario(), cpus=cpus)
+    assert o.use_ray == (workers >= 2)
+    if o.use_ray:
+        assert o.threads == threads and o.reason == f"--workers {workers} --threads {threads}"
+    else:
+        assert o.threads is None and o.reason == "--workers 1"
+
+
+def test_threads_cap_the_in_process_run_without_changing_results():
+    scenario = _scenario(rounds=40)
+    a = run_scenario(scenario, _options(workers=0))
+    b = run_scenario(scenario, _options(workers=0, threads=1))
+    _assert_same(a, b)
+    assert b.summary["threads"] == 1 and b.summary["setup_seconds"] > 0
+    assert b.summary["round_seconds"] > 0
+
+
+def test_cli_prints_the_engine_first(tmp_path, capsys):
+    """Runs before the module's Ray starts: the command line shuts Ray down when it ends."""
+    argv = ["--agents", str(N), "--rounds", "20", "--no-reference", "--quiet"]
+    assert run.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"engine:   in-process (--workers auto: one machine, {N:,} agents)"
+    assert any(line.startswith("speed:") and "set-up" in line for line in lines)
+
+
+# ---- on a local Ray ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ray():
+    cluster.connect(2, threads=2)  # a private local Ray with 4 CPUs
+    yield
+    cluster.shutdown()
+
+
+@pytest.mark.ray
+def test_any_worker_and_thread_count_gives_the_same_bits(local_ray, tmp_path):
+    scenario = _scenario(rounds=60)
+    ref = run_scenario(scenario, _options(workers=0))
+    one = run_scenario(scenario, _options(workers=1, threads=2, ray=True))
+    two = run_scenario(scenario, _options(workers=2, threads=1))
+    assert one.model.engine.batched and not two.model.engine.batched
+    assert one.model.engine.worker_threads == [2] and two.model.engine.worker_threads == [1, 1]
+    assert one.summary["engine_reason"] == "--workers 1 --threads 2, Ray"
+    tables = []
+    for name, result in (("ref", ref), ("one", one), ("two", two)):
+        if result is not ref:
+            _assert_same(ref, result)
+        folder = tmp_path / name
+        folder.mkdir()
+        tables.append(_agents_table(result, folder))
+    assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
+    for result in (one, two):
+        result.model.engine.shutdown()
+
+
+@pytest.mark.ray
+def test_batched_worker_stops_at_the_same_round(local_ray):
+    """A run that converges: the verdict falls inside a batch of the one-worker run."""
+    scenario = load_scenario("cobb-douglas").with_overrides(agents=N, rounds=3000)
+    ref = run_scenario(scenario, _options(workers=0))
+    assert ref.summary["status"] == "converged" and ref.summary["rounds"] < 3000
+    one = run_scenario(scenario, _options(workers=1, threads=2, ray=True))
+    _assert_same(ref, one)
+    assert one.model.engine.pending_rounds == 0
+    one.model.engine.shutdown()
+
+
+@pytest.mark.ray
+def test_batched_worker_resumes_bit_identically(local_ray, tmp_path):
+    scenario = _scenario(rounds=50)
+    ref = run_scenario(scenario, _options(workers=0))
+    options = _options(workers=1, threads=2, ray=True, checkpoint_every=20)
+    with claim_new(tmp_path / "out", "run") as claim:
+        work = claim.work
+        save_run_config(work, scenario, options, run_id=claim.run_id)
+    with pytest.raises(DriverStopped):
+        run_scenario(scenario, dataclasses.replace(options, stop_after_round=30), work)
+    resumed = run_scenario(scenario, options, work, resume=True)
+    assert resumed.summary["resumed_from_round"] == 20
+    _assert_same(ref, resumed)
+    resumed.model.engine.shutdown()
