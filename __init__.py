@@ -12,7 +12,7 @@ from neighbours' messages; a central auctioneer is the baseline. The package's r
 * :mod:`tatonnet.cli` and :mod:`tatonnet.dashboard` — the command line and the browser.
 
 >>> import tatonnet
->>> model = tatonnet.MarketModel("cobb-douglas", agents=200, graph="central")
+>>> model = tatonnet.MarketModel("cobb-douglas", n_agents=200, graph="central")
 >>> while model.running and model.round < 2000:
 ...     model.step()
 >>> model.verdict.status

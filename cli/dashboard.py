@@ -10,8 +10,10 @@ Equivalent by hand: ``TATONNET_DASHBOARD='{"agents": 500}' solara run tatonnet.d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +24,17 @@ from tatonnet.environment.scenario import SCENARIO_ERRORS
 USER_ERRORS = (*SCENARIO_ERRORS, ValueError)
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1..65535 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="tatonnet dashboard",
@@ -29,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "excess demand and dispersion per round, step / play / reset and scenario controls.",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=positive_int, default=8765, help="port (default 8765)")
+    p.add_argument("--port", type=port_number, default=8765, help="port (default 8765)")
     p.add_argument("--scenario", default="default", help="built-in scenario or TOML file")
     p.add_argument("--agents", type=positive_int, default=1000, help="agents (default 1000)")
     p.add_argument("--graph", help="network kind (overrides the scenario)")
@@ -61,6 +74,13 @@ def check_options(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``tatonnet dashboard``; SIGINT/SIGTERM stop the server too (one line, 130/143)."""
+    from tatonnet.cli import signals
+
+    return signals.guarded("tatonnet dashboard", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -71,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with socket.socket() as s:
             s.bind((args.host, args.port))
-    except OSError as exc:
-        print(f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+    except (OSError, ValueError, TypeError) as exc:  # TypeError: a NUL byte in --host
+        reason = getattr(exc, "strerror", None) or str(exc)
+        print(f"{parser.prog}: error: cannot listen on {args.host!r}:{args.port}: {reason}",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     # No calls home: Solara's version check and usage telemetry are off.
@@ -83,10 +104,46 @@ def main(argv: list[str] | None = None) -> int:
         "--port", str(args.port), "--production", "--no-open", "--no-check-version",
     ]  # fmt: skip
     print(f"tatonnet dashboard: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    return serve(cmd, env, parser.prog)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the server gets SIGTERM if this process dies, even by SIGKILL."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def serve(cmd: list[str], env: dict, prog: str, grace: float = 10.0) -> int:
+    """Run the server until it exits, or until SIGINT/SIGTERM reaches this process: then
+    the same signal goes to the server's process group, which is waited for (SIGKILL
+    after ``grace`` seconds); one line on stderr, exit 130/143."""
+    from tatonnet.cli import signals
+
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True,  # its own group: signals reach it from us
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )  # fmt: skip
     try:
-        return subprocess.call(cmd, env=env)
+        return proc.wait()
     except KeyboardInterrupt:
-        return 130
+        sig = signals.received() or signal.SIGINT
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        print(f"{prog}: {signals.stopped()}; the server stopped", file=sys.stderr)
+        return signals.exit_code()
+    finally:
+        if proc.poll() is None:  # any other exit from this function
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 if __name__ == "__main__":

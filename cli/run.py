@@ -23,7 +23,11 @@ from tatonnet.cli.parsing import (
     positive_int,
 )
 
-DEFAULT_WORKERS = 2
+
+def workers_arg(text: str) -> int | str:
+    """``--workers``: ``auto`` or an integer >= 0."""
+    return "auto" if text == "auto" else non_negative_int(text)
+
 
 #: ``tatonnet NAME ...`` hands the remaining arguments to ``MODULE.main(argv)``.
 SUBCOMMANDS = {
@@ -54,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
             "subcommands: tatonnet study (grid of scenarios x rules, verdict table),\n"
             "tatonnet inspect RUN_DIR, tatonnet dashboard; each has --help.\n\n"
             "Options given here override the scenario file. Exit status: 0 when the run\n"
-            "finished (whatever its verdict: converged, cycling, diverged, stalled or\n"
-            "max_rounds), 2 for invalid input, 1 when workers were lost beyond recovery\n"
-            "(continue with --resume), 130 when interrupted."
+            "finished (whatever its verdict: converged, cycling, diverged, stalled,\n"
+            "max_rounds or numerical_error), 2 for invalid input, 1 when workers were\n"
+            "lost beyond recovery (continue with --resume), 130 when interrupted (Ctrl-C),\n"
+            "143 when terminated (SIGTERM)."
         ),
     )
     parser.add_argument(
@@ -108,10 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument(
         "--workers",
-        type=non_negative_int,
-        metavar="K",
-        help="Ray workers (default 2, on a local Ray started for the run; 1 for economies "
-        "of a single 2,048-agent block); 0 or 1 run in this process",
+        type=workers_arg,
+        metavar="K|auto",
+        help="auto (default): this process on one machine, one Ray worker per node with "
+        "--address or $RAY_ADDRESS (or a local Ray worker for an economy too large for one "
+        "process); 0: this process; 1: one in-process shard (Ray with --address); "
+        "K >= 2: K Ray workers (a local Ray started for the run, or --address)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="T",
+        help="numba threads per worker (a Ray worker reserves T CPUs; default: the CPUs "
+        "given to the run split over the workers, or the node's CPUs); with --workers 0, "
+        "at most T threads in this process",
     )
     parser.add_argument(
         "--address",
@@ -145,12 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--trade",
         action="store_true",
         help="trade goods along the edges instead of tatonnement (one process); writes "
-        "flows.graphml, trade_metrics.parquet, trade_agents.parquet, layers.png",
+        "summary.json, run.json, flows.graphml, trade_metrics.parquet, trade_agents.parquet, "
+        "edges.parquet, layers.png",
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; SIGINT/SIGTERM stop it cleanly (:mod:`tatonnet.cli.signals`)."""
+    from tatonnet.cli import signals
+
+    return signals.guarded("tatonnet", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    from tatonnet.cli import signals
+
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:
         import importlib
@@ -165,32 +190,28 @@ def main(argv: list[str] | None = None) -> int:
         RunConfigError,
         RunOptions,
         load_run_config,
+        resolve_options,
         run_scenario,
         save_run_config,
     )
     from tatonnet.environment.scenario import SCENARIO_ERRORS, load_scenario
-    from tatonnet.environment.tatonnement.kernel import n_blocks
     from tatonnet.results.output import (
         OutputError,
-        check_out_dir,
+        claim_new,
+        claim_resume,
         default_out_dir,
-        finalize,
-        prepare_work_dir,
-        work_dir_for,
         write_results,
     )
     from tatonnet.results.summary import format_summary
 
     user_errors = (*SCENARIO_ERRORS, OutputError, RunConfigError, cluster.ClusterError)
-    work, out, fresh = None, None, True
+    claim, work, out, fresh = None, None, None, True  # claim: the lock on out, its work folder
     if args.trade:  # bilateral trade on the network (tatonnet.environment.trade.bilateral)
         return _trade_main(args, parser.prog, user_errors)
     try:
         if args.resume:
-            out = args.resume
-            work = work_dir_for(out)
-            if not (work / "run.json").is_file():
-                raise OutputError(f"--resume: {str(out)!r} has no interrupted run to continue")
+            claim = claim_resume(args.resume, args.force)  # only a marked run's work folder
+            out, work = claim.out, claim.work
             scenario, options = load_run_config(work)
             options = dataclasses.replace(options, progress=not args.quiet)
             fresh = False
@@ -200,58 +221,64 @@ def main(argv: list[str] | None = None) -> int:
                 rule=args.rule, step_size=args.step_size, signal=args.signal,
                 rounds=args.rounds, tol=args.tol,
             )  # fmt: skip
-            workers = args.workers
-            if workers is None:
-                workers = min(DEFAULT_WORKERS, n_blocks(scenario.n_agents))
-                if scenario.dynamics.make_rule().engine is not None:
-                    workers = 0  # composite rules (extragradient, newton) run in-process
             options = RunOptions(
-                workers=workers, address=args.address,
+                workers="auto" if args.workers is None else args.workers,
+                threads=args.threads, address=args.address,
                 checkpoint_every=args.checkpoint_every, reference=args.reference,
                 progress=not args.quiet, kill_worker_at_round=args.kill_worker_at_round,
             )  # fmt: skip
+            options.check(scenario)  # before joining a cluster: refusals need no network
+            options = resolve_options(options, scenario)  # may join --address's cluster
             options.check(scenario)
             out = args.out or default_out_dir(scenario.name)
-            check_out_dir(out, args.force)
-            work = prepare_work_dir(out, args.force)
-            save_run_config(work, scenario, options)
+            claim = claim_new(out, "run", args.force)  # validated and locked before any work
+            work = claim.work
+            save_run_config(work, scenario, options, run_id=claim.run_id)
+        print(f"engine:   {_engine_line(options)}", flush=True)  # the first line: what runs
         result = run_scenario(scenario, options, work=work, resume=not fresh)
         write_results(result, work, out)
-        finalize(work, out, force=args.force)
+        signals.defer()  # publishing: a signal from here on is reported once it is done
+        claim.publish()
     except user_errors as exc:
-        _discard(work, fresh)
+        _discard(claim, fresh)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except WorkerLost as exc:
         print(f"{parser.prog}: error: {exc}; continue with --resume {out}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # SIGINT or SIGTERM (signals.Terminated)
         if _has_checkpoint(work):
-            print(f"{parser.prog}: interrupted; continue with --resume {out}", file=sys.stderr)
+            print(f"{parser.prog}: {signals.stopped()}; continue with --resume {out}",
+                  file=sys.stderr)  # fmt: skip
         else:
-            _discard(work, fresh)
-            print(f"{parser.prog}: interrupted; no result folder written", file=sys.stderr)
-        return 130
+            _discard(claim, fresh)
+            print(f"{parser.prog}: {signals.stopped()}; no result folder written",
+                  file=sys.stderr)  # fmt: skip
+        return signals.exit_code()
     except BaseException:
-        _discard(work, fresh and not _has_checkpoint(work))
+        _discard(claim, fresh and not _has_checkpoint(work))
         raise
     finally:
         cluster.shutdown()
+        if claim is not None:
+            claim.release()
     print(format_summary(result.summary))
     print(f"results:  {out}")
     return 0
 
 
 def _trade_main(args, prog: str, user_errors) -> int:
+    from tatonnet.cli import signals
     from tatonnet.environment.scenario import load_scenario
     from tatonnet.environment.trade import flows
     from tatonnet.environment.trade.bilateral import TradeError
-    from tatonnet.results.output import atomic_dir, default_out_dir
+    from tatonnet.results.output import atomic_dir, default_out_dir, read_marker
+    from tatonnet.results.provenance import versions, write_run_json
 
     try:
         if args.resume:
             raise TradeError("--trade: trade runs cannot be resumed (they are short)")
-        if (args.workers or 0) >= 1 or args.address:
+        if args.workers not in (None, 0, "auto") or args.address:
             raise TradeError(
                 "--trade runs in this process (leave out --workers / --address); the sharded, "
                 "two-phase trade engine is tatonnet.distributed.trade_shard.ShardedTrade (Python API)"
@@ -259,32 +286,51 @@ def _trade_main(args, prog: str, user_errors) -> int:
         scenario = load_scenario(args.scenario).with_overrides(
             agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed
         )
+        scenario.check_memory(trade=True)  # before any allocation or folder
         out = args.out or default_out_dir(scenario.name)
-        economy, network, result, prices, how = flows.run_trade_scenario(
-            scenario, args.rounds, args.tol
-        )
-        with atomic_dir(out, args.force) as work:
-            summary = flows.write_trade_results(
-                work, scenario, economy, network, result, prices, how
+        with atomic_dir(out, args.force, kind="trade") as work:  # validated before the run
+            outcome = flows.run_trade_scenario(
+                scenario, args.rounds, args.tol, progress=not args.quiet
             )
+            run_id = read_marker(work)["id"]
+            write_run_json(work, "trade", {
+                "scenario": scenario.model_dump(), "seed": scenario.seed,
+                "options": {**outcome.options(), "progress": not args.quiet},
+            }, run_id)  # fmt: skip
+            provenance = {"versions": versions(), "run_id": run_id, "out": str(out)}
+            summary = flows.write_trade_results(work, outcome, provenance)
+            signals.defer()  # publishing: a signal from here on is reported once it is done
     except (*user_errors, TradeError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # SIGINT or SIGTERM: atomic_dir removed the work folder
+        print(f"{prog}: {signals.stopped()}; no result folder written", file=sys.stderr)
+        return signals.exit_code()
     print(flows.format_trade_summary(summary))
     print(f"results:  {out}")
     return 0
+
+
+def _engine_line(options) -> str:
+    """Which engine runs and why, before the run starts."""
+    if options.use_ray:
+        where = f"{options.workers} Ray worker(s) x {options.threads} thread(s)"
+    elif options.workers == 1:
+        where = "in-process shard"
+    else:
+        where = "in-process"
+    return f"{where} ({options.reason})"
 
 
 def _has_checkpoint(work) -> bool:
     return work is not None and any((work / "checkpoints").glob("round-*/COMPLETE"))
 
 
-def _discard(work, fresh: bool) -> None:
-    """Remove the work folder of a run that failed before it could be resumed."""
-    import shutil
-
-    if work is not None and fresh:
-        shutil.rmtree(work, ignore_errors=True)
+def _discard(claim, fresh: bool) -> None:
+    """Remove the work folder of a run that failed before it could be resumed (only if
+    this process created it: see :meth:`tatonnet.results.output.OutputClaim.discard`)."""
+    if claim is not None and fresh:
+        claim.discard()
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tatonnet study",
         description=(
             "Run a grid of scenarios x rules x step sizes x seeds (x central/network, flat/"
-            "layered market) and write a verdict table (verdicts.csv, verdicts.md), the "
+            "layered market) and write a verdict table (verdicts.csv, verdicts.md, "
+            "headline.md), summary.json, run.json, the "
             "downsampled trajectories (cells.parquet) and figures (simplex-*.png for 3-good "
             "economies, convergence-*.png)."
         ),
         epilog="Exit status: 0 when the grid ran (whatever the verdicts), 2 for invalid "
-        "input, 130 when interrupted (no result folder is left).",
+        "input, 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM); no result "
+        "folder is left then.",
     )
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--grid", metavar="FILE|NAME",
@@ -43,19 +45,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``tatonnet study``; SIGINT/SIGTERM stop it cleanly (:mod:`tatonnet.cli.signals`)."""
+    from tatonnet.cli import signals
+
+    return signals.guarded("tatonnet study", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    from tatonnet.cli import signals
+
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
 
     from tatonnet.distributed import cluster
-    from tatonnet.results.output import OutputError, atomic_dir, check_out_dir
+    from tatonnet.results.output import OutputError, atomic_dir, read_marker, safe_name
+    from tatonnet.results.provenance import versions, write_run_json
 
     t0 = time.perf_counter()
     try:
+        if args.address and args.workers == 0:
+            raise StudyError("--address joins a Ray cluster, but --workers 0 runs the cells "
+                             "in this process: give --workers K (K >= 1) or leave out --address")  # fmt: skip
         study = load_study("quick" if args.quick else (args.grid or "xor"))
         cells = expand(study)
-        out = args.out or Path("runs") / f"study-{study.name}"
-        check_out_dir(out, args.force)
-        with atomic_dir(out, args.force) as work:
+        out = args.out or Path("runs") / f"study-{safe_name(study.name)}"
+        with atomic_dir(out, args.force, kind="study") as work:  # validated, locked, marked
+            run_id = read_marker(work)["id"]
+            seeds = sorted({c.seed for c in cells})
+            options = {"workers": args.workers, "address": args.address,
+                       "progress": not args.quiet}  # fmt: skip
+            write_run_json(work, "study", {"study": study.model_dump(), "options": options,
+                                           "seeds": seeds, "cells": len(cells)}, run_id)  # fmt: skip
             results = run_cells(cells, args.workers, args.address, progress=not args.quiet)
             rows = [r["row"] for r in results]
             report.write_csv(rows, work / "verdicts.csv")
@@ -69,17 +89,21 @@ def main(argv: list[str] | None = None) -> int:
             report.write_timing(rows, work / "timing.csv")
             (work / "headline.md").write_text(report.headline_tables(rows) + "\n")
             report.plot_figures(results, work)
+            write_summary(work, study, rows, {
+                "seeds": seeds, **options, "wall_seconds": time.perf_counter() - t0,
+                "cell_seconds": seconds, "versions": versions(), "run_id": run_id,
+                "out": str(out),
+            })  # fmt: skip
+            signals.defer()  # publishing: a signal from here on is reported once it is done
     except (StudyError, OutputError, cluster.ClusterError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; no result folder written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # SIGINT or SIGTERM (signals.Terminated)
+        print(f"{parser.prog}: {signals.stopped()}; no result folder written", file=sys.stderr)
+        return signals.exit_code()
     finally:
         cluster.shutdown()
-    counts = {
-        s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)
-    }
+    counts = status_counts(rows)
     print(f"study {study.name}: {len(rows)} cells in {time.perf_counter() - t0:.1f} s - "
           + ", ".join(f"{s} {n}" for s, n in counts.items()))  # fmt: skip
     print(f"results:  {out}")
@@ -94,6 +118,30 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def status_counts(rows: list[dict]) -> dict[str, int]:
+    """Cells per status, in the order the statuses first appear."""
+    return {s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)}
+
+
+def write_summary(work: Path, study, rows: list[dict], extra: dict) -> dict:
+    """``summary.json`` of a study folder: the study, its cells per status and rule, where
+    its tables are, and ``extra`` (seeds, options, timing, versions, run id)."""
+    import json
+
+    by_rule: dict[str, dict[str, int]] = {}
+    for r in rows:
+        counts = by_rule.setdefault(r["rule"], {})
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    summary = {
+        "kind": "study", "study": study.name, "description": study.description,
+        "study_source": study.source, "cells": len(rows), "status_counts": status_counts(rows),
+        "status_by_rule": by_rule, "scenarios": list(dict.fromkeys(r["scenario"] for r in rows)),
+        "headline": "headline.md", "verdicts": "verdicts.csv", **extra,
+    }  # fmt: skip
+    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 if __name__ == "__main__":

@@ -326,7 +326,7 @@ class Scenario(_Strict):
         net = self.network
         return sizing.directed_edges(net.kind, self.n_agents, net.k, net.m, net.path)
 
-    def memory_estimate(self, rounds: int | None = None) -> int:
+    def memory_estimate(self, rounds: int | None = None, trade: bool = False) -> int:
         """Rough peak bytes of building and running this scenario in one process
         (:func:`tatonnet.environment.sizing.estimate_bytes`); ``rounds`` of history
         (default: ``dynamics.rounds``)."""
@@ -338,12 +338,15 @@ class Scenario(_Strict):
             self.n_agents, self.n_goods, self.directed_edges, buffers,
             self.dynamics.rounds if rounds is None else rounds,
             mesa_agents=self.n_agents <= sizing.MESA_AGENTS_UP_TO,
-        )  # fmt: skip
+        ) + (self.n_agents * sizing.TRADE_BYTES_PER_AGENT if trade else 0)  # fmt: skip
 
-    def check_memory(self, rounds: int | None = None, available: int | None = None) -> None:
-        """Raise SizeError (one line) if this scenario does not fit this machine's memory."""
+    def check_memory(
+        self, rounds: int | None = None, available: int | None = None, trade: bool = False
+    ) -> None:
+        """Raise SizeError (one line) if this scenario does not fit this machine's memory
+        (``trade``: as a bilateral-trade run, which holds more per agent)."""
         sizing.check_memory(
-            self.memory_estimate(rounds),
+            self.memory_estimate(rounds, trade),
             f"scenario {self.source or self.name} ({self.n_agents} agents, {self.n_goods} "
             f"goods, {self.network.kind} network)",
             available,

@@ -324,8 +324,8 @@ def test_successful_run_exits_zero_and_writes_the_summary(finished_run):
     code, out = finished_run
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "agents", "convergence.png", "edges.parquet", "metrics.parquet", "run.json",
-        "summary.json",
+        ".tatonnet-output.json", "agents", "convergence.png", "convergence.svg", "edges.parquet",
+        "metrics.parquet", "run.json", "summary.json",
     ]  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     missing = SUMMARY_KEYS - summary.keys()
@@ -380,11 +380,12 @@ def test_convergence_plot_is_a_png(finished_run):
 
 
 def test_force_replaces_an_existing_folder(good_scenario, tmp_path, capsys):
+    """--force replaces a folder an earlier run wrote (marked; user folders: test_output_safety)."""
     out = tmp_path / "out"
-    out.mkdir()
+    argv = ["--scenario", good_scenario, "--out", out, "--force", "--quiet", "--no-reference"]
+    assert invoke(argv, capsys)[0] == 0
     (out / "stale.txt").write_text("from an earlier run")
     (out / "summary.json").write_text('{"scenario": "stale"}')
-    argv = ["--scenario", good_scenario, "--out", out, "--force", "--quiet", "--no-reference"]
     code, _, err = invoke(argv, capsys)
     assert code == 0, err
     assert not (out / "stale.txt").exists()
@@ -425,14 +426,15 @@ def test_failure_while_forcing_keeps_the_old_folder(good_scenario, tmp_path, cap
     import tatonnet.results.output
 
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "summary.json").write_text('{"scenario": "old"}')
+    with tatonnet.results.output.claim_new(out, "run") as claim:  # a folder a run wrote
+        (claim.work / "summary.json").write_text('{"scenario": "old"}')
+        claim.publish()
     monkeypatch.setattr(tatonnet.results.output, "plot_convergence", _boom)
     argv = ["--scenario", good_scenario, "--out", out, "--force", "--quiet", "--no-reference",
             "--workers", "0"]  # fmt: skip
     with pytest.raises(RuntimeError, match="disk full"):
         run.main([str(a) for a in argv])
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".tatonnet-output.json", "summary.json"]
     assert json.loads((out / "summary.json").read_text()) == {"scenario": "old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.toml"]
 

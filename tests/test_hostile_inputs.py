@@ -202,15 +202,15 @@ ARGUMENT_CASES = [
         ["--workers", "0", "--address", "127.0.0.1:1"],
         ["--address", "--workers 0 runs in this process"],
     ),
-    (
+    (  # one Ray worker on the named cluster (a node-sized shard): unreachable here
         "address-with-workers-1",
         ["--workers", "1", "--address", "127.0.0.1:1"],
-        ["--address", "in this process"],
+        ["cannot reach the Ray cluster at 127.0.0.1:1"],
     ),
-    (
+    (  # --workers auto with an address: one worker per node of that cluster
         "address-with-default-workers-on-one-block",
         ["--address", "127.0.0.1:1"],
-        ["--address", "in this process"],
+        ["cannot reach the Ray cluster at 127.0.0.1:1"],
     ),
     (
         "address-with-composite-rule",
@@ -321,6 +321,18 @@ def test_scenario_over_this_machines_memory_is_refused(sandbox, capsys, monkeypa
     code, stdout, err = _call(run.main, argv, capsys)
     assert_contract(code, stdout, err, "tatonnet",
                     ["1000000 agents", "needs about", "64.0 MiB available"], root, before, out)  # fmt: skip
+
+
+def test_trade_run_over_this_machines_memory_is_refused(sandbox, capsys, monkeypatch):
+    """A trade run holds ~40 KiB per agent: 20,000 traders (~0.8 GB) against 64 MiB."""
+    monkeypatch.setattr(sizing, "available_memory", lambda: 64 * 2**20)
+    root, cwd = sandbox
+    out = cwd / "out"
+    argv = ["--scenario", "trade-line", "--trade", "--agents", "20000", "--out", out, "--quiet"]
+    before = _snapshot(root)
+    code, stdout, err = _call(run.main, argv, capsys)
+    assert_contract(code, stdout, err, "tatonnet",
+                    ["20000 agents", "needs about", "64.0 MiB available"], root, before, out)  # fmt: skip
 
 
 # ---- --resume ------------------------------------------------------------------------------
@@ -448,6 +460,17 @@ def test_hostile_study_is_refused(text, phrases, default_out, sandbox, capsys):
     before = _snapshot(root)
     code, stdout, err = _call(study.main, argv, capsys)
     assert_contract(code, stdout, err, "tatonnet study", phrases, root, before, out)
+
+
+def test_study_address_with_cells_in_process_is_refused(sandbox, capsys):
+    """--address cannot apply when --workers 0 runs the cells here: refused, not ignored."""
+    root, cwd = sandbox
+    out = cwd / "out"
+    argv = ["--quick", "--workers", "0", "--address", "127.0.0.1:1", "--out", out, "--quiet"]
+    before = _snapshot(root)
+    code, stdout, err = _call(study.main, argv, capsys)
+    assert_contract(code, stdout, err, "tatonnet study", ["--address", "--workers 0"], root,
+                    before, out)  # fmt: skip
 
 
 def test_study_cell_over_this_machines_memory_is_refused_before_any_folder(
@@ -592,6 +615,7 @@ DASHBOARD_CASES = [
     ),
     ("dashboard-step-size-nan", ["--step-size", "nan"], ["step_size", "finite"]),
     ("dashboard-scenario-with-path-name", ["--scenario", "bad-name.toml"], ["name", "not a path"]),
+    ("dashboard-host-with-nul", ["--host", "127.0.0.1\x00x"], ["cannot listen on", "null"]),
 ]
 
 

@@ -189,3 +189,44 @@ def test_wheel_installs_only_tatonnet_beside_dask_and_openai_agents(tmp_path):
         assert ran.returncode == 0, ran.stderr[-3000:]
         assert "status:" in ran.stdout and (out / "summary.json").is_file()
     shutil.rmtree(env_dir, ignore_errors=True)
+
+
+def test_package_docstring_example_runs():
+    """The example in ``tatonnet``'s docstring (``help(tatonnet)``) runs as shown."""
+    import doctest
+
+    import tatonnet
+
+    result = doctest.testmod(tatonnet, verbose=False)
+    assert result.attempted >= 3 and result.failed == 0
+
+
+def _architecture_tree() -> set[str]:
+    """The module paths the tree in docs/09-architecture.md names (``folder/file.py``)."""
+    text = (ROOT / "docs" / "09-architecture.md").read_text()
+    block = text.split("## The rooms", 1)[1].split("```", 2)[1]
+    named, folders = set(), {}
+    for line in block.splitlines():
+        entry = line.split("  ", 1)[0] if not line.startswith(" ") else line.strip().split()[0]
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        if not entry or "," in entry:
+            continue
+        if entry.endswith("/"):
+            folders[depth] = entry
+            for deeper in [d for d in folders if d > depth]:
+                del folders[deeper]
+        elif entry.endswith(".py") and depth > 0:
+            named.add("".join(folders[d] for d in range(depth)) + entry)
+    return named
+
+
+def test_the_architecture_page_names_every_module():
+    """docs/09-architecture.md's tree lists exactly the package's modules (no stale names)."""
+    actual = {
+        str(path.relative_to(ROOT))
+        for m, path in MODULES.items()
+        if _room(m) and path.name != "__init__.py" and path.parent.name != "rules"
+    }
+    named = _architecture_tree()
+    assert actual - named == set(), "modules missing from docs/09-architecture.md"
+    assert named - actual == set(), "docs/09-architecture.md names modules that do not exist"

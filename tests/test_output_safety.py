@@ -436,3 +436,29 @@ def test_second_run_to_the_same_out_fails_at_once(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["rounds"] == 15000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
     assert (out / MARKER).is_file()
+
+
+def test_failed_run_removes_the_folders_it_made_above_out(here, capsys, monkeypatch):
+    """--out a/b/c: a run that fails after claiming its folder leaves no a/b/ behind, and
+    never removes a folder that was there before (or one that is not empty)."""
+    tmp = here.parent
+    (tmp / "a").mkdir()
+    (tmp / "a" / "mine.txt").write_text("keep")
+    before = snapshot(tmp)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated failure inside the run")
+
+    import tatonnet.distributed.runner as runner
+
+    monkeypatch.setattr(runner, "run_scenario", boom)  # cli.run imports it when it runs
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        run.main([*COMMANDS["run"], "--out", str(tmp / "a" / "b" / "c" / "out")])
+    assert snapshot(tmp) == before  # a/ and its file kept; b/ and c/ gone
+    with claim_new(tmp / "x" / "y" / "out", "run") as claim:
+        claim.discard()
+    assert not (tmp / "x").exists()
+    with claim_new(tmp / "p" / "out", "run") as claim:
+        (tmp / "p" / "other.txt").write_text("appeared meanwhile")
+        claim.discard()
+    assert (tmp / "p" / "other.txt").read_text() == "appeared meanwhile"

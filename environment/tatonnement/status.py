@@ -90,10 +90,12 @@ def check_stop(excess_demand: float, dispersion: float, log_min, log_max, tol: f
         )
     if lo < -bound or hi > bound:
         side = "0" if lo < -bound else "infinity"
+        with np.errstate(over="ignore"):  # a price past e^709 is reported as inf
+            extremes = {"min_price": float(np.exp(lo)), "max_price": float(np.exp(hi))}
         return Verdict(
             "diverged",
             f"a price left [1e-8, 1e8] (headed to {side}): log-price range [{lo:.3g}, {hi:.3g}]",
-            {"min_price": float(np.exp(lo)), "max_price": float(np.exp(hi))},
+            extremes,
         )
     if not np.isfinite(excess_demand):
         return Verdict(
