@@ -93,7 +93,8 @@ def _main(argv: list[str] | None = None) -> int:
             s.bind((args.host, args.port))
     except (OSError, ValueError, TypeError) as exc:  # TypeError: a NUL byte in --host
         reason = getattr(exc, "strerror", None) or str(exc)
-        print(f"{parser.prog}: error: cannot listen on {args.host!r}:{args.port}: {reason}",
+        host = args.host if args.host.isprintable() else repr(args.host)
+        print(f"{parser.prog}: error: cannot listen on {host}:{args.port}: {reason}",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     # No calls home: Solara's version check and usage telemetry are off.
