@@ -1,9 +1,7 @@
 #!/usr/bin/env python
 """``python run.py ...`` is ``tatonnet ...``: the command line of :mod:`tatonnet.cli.run`."""
 
-import sys
-
-from tatonnet.cli.run import main
+from tatonnet.cli.run import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

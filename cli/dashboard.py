@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     """``tatonnet dashboard``; SIGINT/SIGTERM stop the server too (one line, 130/143)."""
     from tatonnet.cli import signals
 
-    return signals.guarded("tatonnet dashboard", _main, argv)
+    return signals.guarded("tatonnet dashboard", _main, argv, nothing="the server had not started")
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -173,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     return signals.guarded("tatonnet", _main, argv)
 
 
+def entry() -> None:
+    """``tatonnet``, ``python -m tatonnet`` and ``python run.py``: :func:`main`, then exit
+    with its status (see :func:`tatonnet.cli.signals.finish`)."""
+    from tatonnet.cli import signals
+
+    signals.finish(main())
+
+
 def _main(argv: list[str] | None = None) -> int:
     from tatonnet.cli import signals
 

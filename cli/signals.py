@@ -97,9 +97,10 @@ def handled():
         _state.depth = 0
 
 
-def guarded(prog: str, main, *args) -> int:
+def guarded(prog: str, main, *args, nothing: str = "no result folder written") -> int:
     """``main(*args)`` with clean stops: one stderr line and 130/143 for a signal that
-    escaped the command's own handling (or arrived after :func:`defer`)."""
+    escaped the command's own handling (or arrived after :func:`defer`); ``nothing`` says
+    what was left when the signal came before the command's own handling began."""
     with handled():
         outer = _state.depth == 1
         try:
@@ -108,9 +109,25 @@ def guarded(prog: str, main, *args) -> int:
             if not outer:
                 raise
             _state.received = _state.received or signal.SIGINT
-            print(f"{prog}: {stopped()}", file=sys.stderr, flush=True)
+            # Outside the command's own handling: before it claimed an output folder
+            # (starting up), so nothing was written.
+            print(f"{prog}: {stopped()}; {nothing}", file=sys.stderr, flush=True)
             return exit_code()
         if outer and _state.received is not None and code not in EXIT_CODES.values():
             print(f"{prog}: {stopped()} after the command had completed", file=sys.stderr)
             return exit_code()
         return code
+
+
+def finish(code: int):
+    """End the process with ``code`` once a command has returned: no signal can interrupt
+    the exit any more, and the interpreter's teardown is skipped (numba's and Ray's threads
+    can crash it after a run was interrupted; everything was written and closed already)."""
+    import os
+
+    for s in EXIT_CODES:
+        signal.signal(s, signal.SIG_IGN)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
