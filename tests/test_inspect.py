@@ -7,18 +7,10 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import invoke
 
 from tatonnet.cli import run
 from tatonnet.results.inspect import sparkline
-
-
-def invoke(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = run.main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import filelock
 import pytest
+from helpers import invoke
 
 from tatonnet.cli import run
 from tatonnet.distributed.runner import DriverStopped, RunOptions, run_scenario, save_run_config
@@ -53,15 +54,6 @@ def snapshot(root: Path) -> dict[str, tuple]:
             else:
                 tree[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
     return tree
-
-
-def invoke(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = run.main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_refused(code, out, err, phrases=()) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from helpers import invoke
 
 from tatonnet.agents.utility import FAMILY_NAMES, Family, family_labels
 from tatonnet.cli import run
@@ -24,15 +25,6 @@ from tatonnet.environment.scenario import load_scenario
 from tatonnet.results.output import read_marker
 
 VERSIONED = ("tatonnet", "numpy", "mesa", "ray")
-
-
-def invoke(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = run.main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
