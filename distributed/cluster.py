@@ -31,6 +31,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from tatonnet.environment.errors import first_line
+
 OBJECT_STORE_BYTES = 512 * 2**20
 LOOPBACK = "127.0.0.1"
 
@@ -162,7 +164,7 @@ def connect(
             with _keep_sigterm():
                 ray.init(address=address, **options)
         except Exception as exc:  # Ray raises several types (ConnectionError, auth errors...)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ClusterError(f"cannot join the Ray cluster at {address}: {first}") from None
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < need:
@@ -187,7 +189,7 @@ def connect(
             )
     except Exception as exc:
         shutdown()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ClusterError(f"cannot start a local Ray runtime: {first}") from None
     _description = f"local ray ({need} CPUs)"
     return _description

@@ -18,6 +18,8 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+from tatonnet.environment.errors import first_line
+
 GENERATORS = (
     "complete",
     "ring",
@@ -247,5 +249,5 @@ def _read_graph(path) -> nx.Graph:
             return nx.read_graphml(path)
         return nx.read_edgelist(path, delimiter="," if path.suffix.lower() == ".csv" else None)
     except Exception as exc:  # networkx raises many types for malformed files
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise NetworkError(f"network.path: cannot read {str(path)!r}: {first}") from None

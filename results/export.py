@@ -37,6 +37,8 @@ import pyarrow.parquet as pq
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
+from tatonnet.environment.errors import first_line
+
 FORMATS = ("graphml", "gexf", "parquet")
 
 
@@ -209,7 +211,7 @@ def open_run(path) -> RunFolder:
         agents = pq.read_table(path / "agents")
         metrics = pq.read_table(path / "metrics.parquet")
     except (OSError, ValueError, RecursionError, pa.ArrowException) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         if isinstance(exc, ExportError):
             raise
         raise ExportError(f"{str(path)!r}: unreadable run folder: {first}") from None
@@ -239,7 +241,7 @@ def _read_run_json(path: Path):
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"{where}: unreadable: {first}") from None
     if not isinstance(config, dict) or not isinstance(config.get("scenario"), dict):
         raise ExportError(f"{where}: expected a JSON object with a 'scenario' object")

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tatonnet.environment.errors import first_line
 from tatonnet.results.export import ExportError, export_dir
 
 
@@ -50,7 +51,7 @@ def open_study(path) -> StudyFolder:
         summary, run = ({} if not (path / name).is_file() else json.loads((path / name).read_text())
                         for name in ("summary.json", "run.json"))  # fmt: skip
     except (OSError, ValueError, RecursionError, pa.ArrowException) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"{str(path)!r}: unreadable study folder: {first}") from None
     if not (isinstance(summary, dict) and isinstance(run, dict)):
         raise ExportError(f"{str(path)!r}: summary.json and run.json must be JSON objects")

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tatonnet.environment.errors import first_line
 from tatonnet.results.export import (
     ExportError,
     _read_run_json,
@@ -83,7 +84,7 @@ def open_trade(path) -> TradeFolder:
     except (OSError, ValueError, RecursionError, pa.ArrowException, nx.NetworkXError) as exc:
         if isinstance(exc, ExportError):
             raise
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"{str(path)!r}: unreadable trade folder: {first}") from None
     where = f"{str(path)!r}: summary.json"
     if not isinstance(summary, dict):
