@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"network: {', '.join(GENERATORS)} (central = one auctioneer)",
     )
     parser.add_argument(
+        "--builder",
+        choices=("driver", "shards"),
+        help="who draws the economy: 'driver' (this process, networkx graphs; the "
+        "scenario default) or 'shards' (each shard draws its own agents and graph rows "
+        "from counter-based random numbers: no process holds the whole economy)",
+    )
+    parser.add_argument(
         "--rule", choices=sorted(RULES), metavar="RULE", help="price-update rule (see below)"
     )
     parser.add_argument(
@@ -226,7 +233,7 @@ def _main(argv: list[str] | None = None) -> int:
         else:
             scenario = load_scenario(args.scenario).with_overrides(
                 agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed,
-                rule=args.rule, step_size=args.step_size, signal=args.signal,
+                builder=args.builder, rule=args.rule, step_size=args.step_size, signal=args.signal,
                 rounds=args.rounds, tol=args.tol,
             )  # fmt: skip
             options = RunOptions(
@@ -292,7 +299,8 @@ def _trade_main(args, prog: str, user_errors) -> int:
                 "two-phase trade engine is tatonnet.distributed.trade_shard.ShardedTrade (Python API)"
             )
         scenario = load_scenario(args.scenario).with_overrides(
-            agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed
+            agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed,
+            builder=args.builder,
         )
         scenario.check_memory(trade=True)  # before any allocation or folder
         out = args.out or default_out_dir(scenario.name)

@@ -40,8 +40,9 @@ import numpy as np
 
 from tatonnet.agents.rules import PriceRule
 from tatonnet.distributed import cluster
-from tatonnet.distributed.partition import Partition, partition
+from tatonnet.distributed.partition import Partition, partition, shard_ranges
 from tatonnet.distributed.shard import Shard, ShardSpec, build_specs
+from tatonnet.environment.build.shard_rows import check_reports, reduce_supply
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network
 from tatonnet.environment.tatonnement import kernel
@@ -94,7 +95,15 @@ class ShardEngine:
         kill_worker_at_round: int | None = None,
         max_recoveries: int = 3,
         threads: int | None = None,
+        scenario=None,
     ):
+        if economy is None:  # a shard-built economy (``builder = "shards"``)
+            self._init_from_scenario(
+                scenario, rule, signal_kind, n_shards, use_ray=use_ray,
+                checkpoint_dir=checkpoint_dir, kill_worker_at_round=kill_worker_at_round,
+                max_recoveries=max_recoveries, threads=threads,
+            )  # fmt: skip
+            return
         self.economy, self.network, self.rule = economy, network, rule
         self.central = network.is_central
         self.signal = "central" if self.central else signal_kind
@@ -102,17 +111,9 @@ class ShardEngine:
         self.use_ray = use_ray
         self.n_agents, self.n_goods = economy.n_agents, economy.n_goods
         self.supply = economy.supply
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.kill_worker_at_round = kill_worker_at_round
-        self.max_recoveries = max_recoveries
-        self.recoveries = 0
-        self.threads = (threads or 1) if use_ray else threads
-        self.seconds = {"submit": 0.0, "wait": 0.0, "reduce": 0.0}  # driver side, rounds only
-        self._plan = None  # (tol, last_round, checkpoint_every, stop_after) once planned
-        self._pending: collections.deque = collections.deque()
-        self._batch = 1
-        self.on_checkpoint = None  # callback(folder: Path) for the driver's own state
-        self.round = 0
+        self.numeraire = economy.numeraire
+        self.scenario = None
+        self._common(checkpoint_dir, kill_worker_at_round, max_recoveries, threads)
         self._initial_prices = np.asarray(initial_prices, dtype=float)
 
         if self.central:
@@ -131,24 +132,144 @@ class ShardEngine:
             for spec in self.specs
             for rows in spec.send.values()
         )
-        if self.central:
-            coords = coords_from_prices(
-                self._initial_prices / self._initial_prices[economy.numeraire], self.space
-            )
-            self._central_coords = coords.reshape(-1)
-            self._central_buffers = rule.init_buffers(np.arange(1), self.n_goods)[0]
+        self._routes = [(sorted(spec.recv), sorted(spec.send)) for spec in self.specs]
         self._start_shards()
         if self.central:
-            self._central_excess = self._aggregate(
-                prices_from_coords(self._central_coords, self.space)
-            )
+            self._central_setup()
+
+    @classmethod
+    def from_scenario(
+        cls,
+        scenario,
+        rule: PriceRule,
+        signal_kind: str,
+        n_shards: int,
+        *,
+        use_ray: bool,
+        checkpoint_dir: str | Path | None = None,
+        kill_worker_at_round: int | None = None,
+        max_recoveries: int = 3,
+        threads: int | None = None,
+    ) -> ShardEngine:
+        """The engine of a ``builder = "shards"`` scenario: every shard draws its own agents
+        and graph rows (:mod:`tatonnet.environment.build.shard_rows`); the driver holds no
+        agent data — only the supply, the partition and each round's partial sums."""
+        return cls(
+            None, None, rule, signal_kind, None, None, n_shards, use_ray=use_ray,
+            checkpoint_dir=checkpoint_dir, kill_worker_at_round=kill_worker_at_round,
+            max_recoveries=max_recoveries, threads=threads, scenario=scenario,
+        )  # fmt: skip
+
+    def _init_from_scenario(self, scenario, rule, signal_kind, n_shards, *, use_ray,
+                            checkpoint_dir, kill_worker_at_round, max_recoveries,
+                            threads) -> None:  # fmt: skip
+        if scenario is None or scenario.builder != "shards":
+            raise ValueError("ShardEngine: pass an economy, or a builder='shards' scenario")
+        self.economy, self.network, self.rule = None, None, rule
+        self.scenario = scenario
+        self.central = scenario.network.kind == "central"
+        self.signal = "central" if self.central else signal_kind
+        self.space = rule.space
+        self.use_ray = use_ray
+        self.n_agents, self.n_goods = scenario.n_agents, scenario.n_goods
+        self.numeraire = scenario.numeraire
+        self._common(checkpoint_dir, kill_worker_at_round, max_recoveries, threads)
+        from tatonnet.environment.build.agents import initial_price_rows
+
+        base = initial_price_rows(scenario, 0, 0) if self.central else None
+        self._initial_prices = base
+        self.specs = None
+        self._ranges = shard_ranges(self.n_agents, n_shards)
+        self._start_shards()
+        if self.central:
+            self._central_setup()
+
+    def _common(self, checkpoint_dir, kill_worker_at_round, max_recoveries, threads) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.kill_worker_at_round = kill_worker_at_round
+        self.max_recoveries = max_recoveries
+        self.recoveries = 0
+        self.threads = (threads or 1) if self.use_ray else threads
+        self.seconds = {"submit": 0.0, "wait": 0.0, "reduce": 0.0}  # driver side, rounds only
+        self._plan = None  # (tol, last_round, checkpoint_every, stop_after) once planned
+        self._pending: collections.deque = collections.deque()
+        self._batch = 1
+        self.on_checkpoint = None  # callback(folder: Path) for the driver's own state
+        self.round = 0
+
+    def _central_setup(self) -> None:
+        p = np.asarray(self._initial_prices, dtype=float)
+        coords = coords_from_prices(p / p[self.numeraire], self.space)
+        self._central_coords = coords.reshape(-1)
+        self._central_buffers = self.rule.init_buffers(np.arange(1), self.n_goods)[0]
+        self._central_excess = self._aggregate(prices_from_coords(self._central_coords, self.space))
 
     # ---- shards ----------------------------------------------------------------------------
+    def _build_shards(self, remote_cls) -> None:
+        """Create shards that build their own rows, moving boundary data between them."""
+        ranges, sc, K = self._ranges, self.scenario, len(self._ranges)
+        t0 = time.perf_counter()
+        self.shards = [remote_cls() for _ in range(K)]
+        data = sc.model_dump()
+        decided = [
+            self._call(s, "build_decide", data, ranges, k, self.signal, self.rule, num_returns=K)
+            for k, s in enumerate(self.shards)
+        ]
+        if K == 1:
+            decided = [[d] for d in decided]
+        rows = [
+            self._call(s, "build_rows", *[decided[src][k] for src in range(K)], num_returns=1 + K)
+            for k, s in enumerate(self.shards)
+        ]
+        reports = self._get([r[0] for r in rows])
+        supply = reduce_supply(reports)
+        try:
+            check_reports(sc, reports, supply)
+        except ValueError:
+            self.shutdown()
+            raise
+        self.supply = supply
+        self._get([
+            self._call(s, "build_finish", supply, *[rows[src][1 + k] for src in range(K)])
+            for k, s in enumerate(self.shards)
+        ])  # fmt: skip
+        self._routes = [(sorted(r["ghost_labels"]), sorted(r["send_rows"])) for r in reports]
+        cut = sum(r["cut_entries"] for r in reports)
+        nnz = sum(r["nnz"] for r in reports)
+        self.partition = Partition(
+            tuple(ranges), cut // 2, (nnz - self.n_agents) // 2, time.perf_counter() - t0
+        )
+        self.bytes_per_round = 8 * 2 * self.n_goods * sum(
+            sum(r["send_rows"].values()) for r in reports
+        )
+
     def _initial_rows(self, spec: ShardSpec) -> np.ndarray:
         p = self._initial_prices
         return p[spec.start : spec.stop] if p.ndim == 2 else p
 
     def _start_shards(self) -> None:
+        if self.specs is None:  # shard-built: the shards draw their own rows
+            if self.use_ray:
+                import ray
+
+                t = self.threads
+                for env in (None, {"env_vars": {"NUMBA_NUM_THREADS": str(t)}}):
+                    opts = {"runtime_env": env} if env else {}
+                    remote = ray.remote(num_cpus=t, max_restarts=0, **opts)(Shard)
+                    self._build_shards(lambda: remote.remote(None, None, t))  # noqa: B023
+                    self.pids = ray.get([s.pid.remote() for s in self.shards])
+                    self.worker_threads = ray.get([s.threads.remote() for s in self.shards])
+                    if min(self.worker_threads) >= t or env:
+                        break
+                    for shard in self.shards:
+                        ray.kill(shard, no_restart=True)
+            else:
+                self._build_shards(lambda: Shard(None, None, self.threads))
+                self.pids = [os.getpid()] * len(self.shards)
+                self.worker_threads = [self.shards[0].threads()] * len(self.shards)
+            self._pending.clear()
+            self._messages = self._collect_outgoing()
+            return
         if self.use_ray:
             import ray
 
@@ -185,10 +306,10 @@ class ShardEngine:
 
     def _collect_outgoing(self) -> dict:
         messages = {}
-        for k, (shard, spec) in enumerate(zip(self.shards, self.specs, strict=True)):
+        for k, (shard, (_, dests)) in enumerate(zip(self.shards, self._routes, strict=True)):
             out = self._call(shard, "outgoing")
             out = self._get(out) if self.use_ray else out
-            for d in spec.send:
+            for d in dests:
                 messages[(k, d)] = out[d]
         return messages
 
@@ -301,15 +422,14 @@ class ShardEngine:
     def _network_round(self) -> RoundMetrics:
         t0 = time.perf_counter()
         new, partial_refs = {}, []
-        for k, (shard, spec) in enumerate(zip(self.shards, self.specs, strict=True)):
-            incoming = [self._messages[(s, k)] for s in sorted(spec.recv)]
-            dests = sorted(spec.send)
+        for k, (shard, (sources, dests)) in enumerate(zip(self.shards, self._routes, strict=True)):
+            incoming = [self._messages[(s, k)] for s in sources]
             if self.use_ray:
                 result = self._call(shard, "ray_round", *incoming, num_returns=1 + len(dests))
                 result = [result] if not dests else result
             else:
                 partials, out = shard.round_trip(
-                    dict(zip(sorted(spec.recv), incoming, strict=True))
+                    dict(zip(sources, incoming, strict=True))
                 )
                 result = [partials] + [out[d] for d in dests]
             partial_refs.append(result[0])
@@ -331,6 +451,32 @@ class ShardEngine:
         """Each shard's seconds in ``receive``, the kernel and ``outgoing`` so far."""
         return self._get([self._call(s, "timings") for s in self.shards])
 
+    def aggregate(self, prices: np.ndarray) -> np.ndarray:
+        """Aggregate excess demand at one price vector (g,), summed on the shards in block
+        order (the equilibrium solver's evaluations)."""
+        self._settled("aggregate")
+        return self._aggregate(prices)
+
+    def gather(self, method: str) -> list:
+        """``method`` called on every shard, results in shard order."""
+        self._settled(method)
+        return self._get([self._call(s, method) for s in self.shards])
+
+    def gather_rows(self) -> list[dict]:
+        """Every shard's agent rows (views gathering a small economy)."""
+        return self.gather("own_rows")
+
+    def write_edges(self, folder: Path) -> list[str]:
+        """Every shard writes its rows' edges (Parquet parts), in parallel."""
+        folder.mkdir(parents=True, exist_ok=True)
+        return self._get([self._call(s, "write_edges", str(folder)) for s in self.shards])
+
+    def views(self):
+        """``(economy, network)`` views for a shard-built engine (:mod:`.views`)."""
+        from tatonnet.distributed.views import EconomyView, NetworkView
+
+        return EconomyView(self, self.scenario), NetworkView(self, self.scenario)
+
     def _aggregate(self, prices: np.ndarray) -> np.ndarray:
         blocks = self._get([self._call(s, "excess_blocks", prices) for s in self.shards])
         return kernel.sum_blocks(np.concatenate(blocks))
@@ -338,7 +484,7 @@ class ShardEngine:
     def _central_round(self) -> RoundMetrics:
         coords = auctioneer_step(
             self.rule, self._central_coords, self._central_excess / self.supply,
-            self._central_buffers, self.economy.numeraire,
+            self._central_buffers, self.numeraire,
         )  # fmt: skip
         prices = prices_from_coords(coords, self.space)
         excess = self._aggregate(prices)
@@ -445,7 +591,7 @@ class ShardEngine:
         if self.central:
             return prices_from_coords(self._central_coords, self.space)
         k = int(self.partition.owner(np.array([i]))[0])
-        return self._get(self._call(self.shards[k], "row_prices", i - self.specs[k].start))
+        return self._get(self._call(self.shards[k], "row_prices", i - self.partition.ranges[k][0]))
 
     def prices(self) -> np.ndarray:
         """Every agent's prices (n, g): gathers all shards — for inspection after a run."""

@@ -13,9 +13,10 @@ bit-identical results for the same seed, whatever the worker and thread counts.
 * a cluster address (``address`` or ``RAY_ADDRESS``): one worker per node of the cluster,
   each with the node's CPUs (the smallest node's, so every worker fits);
 * otherwise this process: on one machine the in-process kernel is the fastest engine.
-  (While the driver builds the whole economy and graph, handing a large economy to a Ray
-  worker would add the worker's copy of the state to the driver's, so size alone never
-  picks Ray; an economy too large for this machine is refused by the memory guard.)
+  (Ray workers on the same machine share its memory, so size alone never picks Ray; an
+  economy too large for this machine is refused by the memory guard. With ``builder =
+  "shards"`` and Ray workers the driver holds no agent rows: the shards draw their own,
+  see :mod:`tatonnet.environment.build.shard_rows`.)
 """
 
 from __future__ import annotations
@@ -122,8 +123,11 @@ class RunOptions:
                 shard_ranges(scenario.n_agents, max(1, self.workers))
             except ValueError as exc:
                 raise RunConfigError(str(exc)) from None
-        # the driver builds the whole economy and graph in this process, whatever the engine
-        scenario.check_memory()
+        # the driver builds the whole economy and graph in this process, unless Ray shards
+        # build their own rows; on a cluster those live on its nodes, not on this machine
+        on_cluster = self.address or os.environ.get("RAY_ADDRESS")
+        if not (scenario.builder == "shards" and self.use_ray and on_cluster):
+            scenario.check_memory()
 
 
 @dataclasses.dataclass
@@ -341,6 +345,7 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
             f"{engine.pending_rounds} more: ShardEngine.plan and the model disagree on stopping"
         )
     rounds = model.round
+    t_reference = time.perf_counter()
     references, method = reference_equilibria(model) if options.reference else ([], "not computed")
     verdict = model.classify(references)
     space = model.dynamics.rule.space
@@ -392,6 +397,7 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
         "reference_stability": [
             equilibrium.stability(model.economy, p, space).as_dict() for p in references
         ],
+        "reference_seconds": None,  # set below, after the stability analysis
         "nearest_reference": None if near is None else near[0],
         "distance_to_reference": None if near is None else near[1],
         "exchanges_per_round": traffic["exchanges"],
@@ -405,4 +411,5 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
         "agent_rounds_per_second": (n * timed_rounds / loop_seconds) if timed_rounds > 0 else None,
         "versions": versions(),
     }
+    summary["reference_seconds"] = time.perf_counter() - t_reference
     return RunResult(model, verdict, summary, references)

@@ -37,7 +37,8 @@ import numba
 import numpy as np
 
 from tatonnet.agents.rules import PriceRule
-from tatonnet.environment.economy import Economy
+from tatonnet.environment.build.shard_rows import ShardBuilder, ShardRows
+from tatonnet.environment.economy import Economy, cobb_douglas_blocks
 from tatonnet.environment.network import Network, sorted_unique
 from tatonnet.environment.tatonnement import kernel
 from tatonnet.environment.tatonnement.dynamics import (
@@ -143,10 +144,37 @@ def build_specs(
     return specs
 
 
+def spec_from_rows(k: int, rows: ShardRows, rule: PriceRule, tracking: bool, numeraire: int,
+                   goods) -> ShardSpec:  # fmt: skip
+    """The :class:`ShardSpec` of a shard that built its own rows."""
+    a = rows.agents
+    return ShardSpec(
+        shard_id=k, start=rows.start, stop=rows.stop,
+        indptr=rows.indptr, indices=rows.indices, mixing=rows.mixing,
+        ghost_ids=rows.ghost_ids, recv=rows.recv, send=rows.send,
+        endowments=a.endowments, shares=a.shares, family=a.family, sigma=a.sigma,
+        inv_scale=rows.inv_scale, group=a.group, rule=rule, tracking=tracking,
+        numeraire=numeraire, goods=tuple(goods),
+    )  # fmt: skip
+
+
 class Shard:
     """The agents ``spec.start..spec.stop-1`` and their ghosts; see the module docstring."""
 
-    def __init__(self, spec: ShardSpec, initial_prices: np.ndarray, threads: int | None = None):
+    def __init__(
+        self,
+        spec: ShardSpec | None = None,
+        initial_prices: np.ndarray | None = None,
+        threads: int | None = None,
+    ):
+        """``spec`` None: the shard builds its own rows (:meth:`build_decide`, ...)."""
+        if threads is not None:
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        self.spec = None
+        if spec is not None:
+            self._setup(spec, initial_prices)
+
+    def _setup(self, spec: ShardSpec, initial_prices: np.ndarray) -> None:
         # arrays that arrive through Ray's object store are read-only views; the compiled
         # kernel's signature takes writable arrays, so own a copy of those
         spec = dataclasses.replace(
@@ -159,8 +187,6 @@ class Shard:
             },
         )
         self.spec = spec
-        if threads is not None:
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
         s = spec
         g = s.endowments.shape[1]
         rows = s.n_own + s.ghost_ids.size
@@ -192,6 +218,45 @@ class Shard:
                      for d, rows in s.send.items()}  # fmt: skip
         self._out_turn = 0
         self.seconds = {"receive": 0.0, "kernel": 0.0, "outgoing": 0.0}
+
+    # ---- building its own rows (scenario builder "shards") --------------------------------
+    def build_decide(self, scenario: dict, ranges, k: int, signal: str, rule: PriceRule):
+        """Step 1 of :mod:`tatonnet.environment.build.shard_rows`: the edges this shard's
+        rows decide, one ``(us, vs)`` pair per shard in shard order."""
+        from tatonnet.environment.scenario import Scenario
+
+        sc = Scenario.model_validate(scenario)
+        self._builder = ShardBuilder(sc, ranges, k, signal)
+        self._build_rule = rule
+        decided = self._builder.decide()
+        out = tuple(decided[d] for d in range(len(ranges)))
+        return out[0] if len(out) == 1 else out
+
+    def build_rows(self, *edge_parts):
+        """Step 2: own rows; returns the small report, then the ghost data of each shard
+        (in shard order; ``None`` for shards that read nothing of this one)."""
+        report = self._builder.rows(edge_parts)
+        ghost = report.pop("ghost_data")
+        n = len(self._builder.ranges)
+        report["nnz"] = int(self._builder.indptr[-1])
+        report["cut_entries"] = int((self._builder.local >= self._builder.stop
+                                     - self._builder.start).sum())  # fmt: skip
+        report["send_rows"] = {d: int(rows.size) for d, rows in self._builder.send.items()}
+        out = (report, *(ghost.get(d) for d in range(n)))
+        return out
+
+    def build_finish(self, supply: np.ndarray, *ghost_parts) -> int:
+        """Step 3: weights and signal scale from the ghosts' data (one part per shard, in
+        shard order; ``None`` where that shard sends nothing); the shard is then ready."""
+        b = self._builder
+        data = {s: ghost_parts[s] for s in b.recv}
+        rows = b.finish(np.asarray(supply), data)
+        sc = b.scenario
+        spec = spec_from_rows(b.k, rows, self._build_rule, b.signal == "tracking" and
+                              sc.network.kind != "central", sc.numeraire, sc.good_names)  # fmt: skip
+        del self._builder, self._build_rule
+        self._setup(spec, rows.prices)
+        return self.spec.n_own
 
     # ---- messages ------------------------------------------------------------------------
     def outgoing(self) -> dict[int, np.ndarray]:
@@ -349,6 +414,40 @@ class Shard:
         )
         path = Path(folder) / f"part-{s.shard_id:04d}.parquet"
         pq.write_table(table, path)
+        return str(path)
+
+    def own_rows(self) -> dict[str, np.ndarray]:
+        """Own agents' endowments, shares, family, sigma, group (for views that gather)."""
+        s = self.spec
+        return {"endowments": s.endowments, "shares": s.shares, "family": s.family,
+                "sigma": s.sigma, "group": s.group}  # fmt: skip
+
+    def global_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Own CSR rows with global column ids: ``(indptr, columns, mixing)``."""
+        s = self.spec
+        local = s.indices.astype(np.int64)
+        cols = np.where(local < s.n_own, local + s.start, 0)
+        ghost = local >= s.n_own
+        cols[ghost] = s.ghost_ids[local[ghost] - s.n_own]
+        return s.indptr, cols, s.mixing
+
+    def cobb_douglas_blocks(self) -> np.ndarray:
+        """Per-block ``sum alpha_i e_i^T`` of the own agents (b, g, g)."""
+        s = self.spec
+        return cobb_douglas_blocks(s.shares, s.endowments, s.start)
+
+    def write_edges(self, folder: str) -> str:
+        """Write the own rows' edges to higher ids as ``folder/part-<k>.parquet``
+        (``source`` < ``target``, int64): every edge once over all shards."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        indptr, cols, _ = self.global_rows()
+        s = self.spec
+        rows = np.repeat(np.arange(s.start, s.stop, dtype=np.int64), np.diff(indptr))
+        keep = rows < cols
+        path = Path(folder) / f"part-{s.shard_id:04d}.parquet"
+        pq.write_table(pa.table({"source": rows[keep], "target": cols[keep]}), path)
         return str(path)
 
     def pid(self) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
+import numba
 import numpy as np
 
 from tatonnet.agents import utility
 from tatonnet.agents.utility import Family
+from tatonnet.environment.tatonnement.kernel import BLOCK, sum_blocks
 
 
 class EconomyError(ValueError):
@@ -27,6 +30,9 @@ class Economy:
         inf linear, anything positive for CES)
     numeraire : int — the good whose price is fixed at 1
     goods : tuple of str — good names
+    block_supply : bool — take :attr:`supply` as :func:`block_sums` reduced in block order
+        (shard-built economies: the order every shard count reproduces) instead of numpy's
+        column sum
     """
 
     endowments: np.ndarray
@@ -35,6 +41,7 @@ class Economy:
     sigma: np.ndarray
     numeraire: int = 0
     goods: tuple[str, ...] = ()
+    block_supply: bool = False
 
     def __post_init__(self):
         e, a = self.endowments, self.shares
@@ -66,7 +73,7 @@ class Economy:
         ces = self.family == Family.CES
         if (self.sigma[ces] <= 0).any() or not np.isfinite(self.sigma[ces]).all():
             raise EconomyError("sigma: a CES elasticity must be positive and finite")
-        supply = e.sum(axis=0)
+        supply = self.supply
         if (supply <= 0).any():
             raise EconomyError(f"endowments: nobody owns good {int(np.argmin(supply))}")
         if not 0 <= self.numeraire < g:
@@ -86,9 +93,11 @@ class Economy:
     def n_goods(self) -> int:
         return self.endowments.shape[1]
 
-    @property
+    @functools.cached_property
     def supply(self) -> np.ndarray:
-        """Total endowment of each good; (n_goods,)."""
+        """Total endowment of each good; (n_goods,) (computed once: the arrays are fixed)."""
+        if self.block_supply:
+            return sum_blocks(block_sums(self.endowments, 0))
         return self.endowments.sum(axis=0)
 
     def demand(self, prices: np.ndarray, rows=slice(None)) -> np.ndarray:
@@ -108,6 +117,20 @@ class Economy:
     def utility(self, quantities: np.ndarray, rows=slice(None)) -> np.ndarray:
         return utility.utility(quantities, self.shares[rows], self.family[rows], self.sigma[rows])
 
+    def families(self) -> set[int]:
+        """The utility family codes present (:class:`Family` values)."""
+        return {int(f) for f in np.unique(self.family)}
+
+    def cobb_douglas_matrix(self) -> np.ndarray:
+        """``M = sum_i alpha_i e_i^T / S`` (g, g) with ``alpha_i`` the normalized shares:
+        the exchange matrix of a Cobb–Douglas economy (its equilibrium is ``M p = p``).
+        ``block_supply`` economies sum it per block in block order, as shards do."""
+        if self.block_supply:
+            blocks = cobb_douglas_blocks(self.shares, self.endowments, 0)
+            return sum_blocks(blocks) / self.supply[:, None]
+        alpha = self.shares / self.shares.sum(axis=1, keepdims=True)
+        return alpha.T @ self.endowments / self.supply[:, None]
+
     def kernel_arrays(self):
         """(endowments, shares, family, sigma) as contiguous arrays for the numba kernels."""
         return (
@@ -116,3 +139,41 @@ class Economy:
             np.ascontiguousarray(self.family, dtype=np.int8),
             np.ascontiguousarray(self.sigma, dtype=np.float64),
         )
+
+
+@numba.njit(cache=True)
+def block_sums(x, start):
+    """Column sums of rows ``x`` (global ids ``start..``) per reduction block of
+    ``BLOCK`` ids, each sequential in id order from 0.0; (blocks met, g)."""
+    block = BLOCK
+    n, g = x.shape
+    first = start // block
+    last = (start + n - 1) // block if n else first - 1
+    out = np.zeros((last - first + 1, g))
+    for r in range(n):
+        b = (start + r) // block - first
+        for j in range(g):
+            out[b, j] += x[r, j]
+    return out
+
+
+
+@numba.njit(cache=True)
+def cobb_douglas_blocks(a, e, start):
+    """Per reduction block, ``sum_i alpha_i e_i^T`` (blocks met, g, g), sequential in id
+    order; ``alpha_i = a_i / sum(a_i)``."""
+    block = BLOCK
+    n, g = e.shape
+    first = start // block
+    last = (start + n - 1) // block if n else first - 1
+    out = np.zeros((last - first + 1, g, g))
+    for r in range(n):
+        b = (start + r) // block - first
+        total = 0.0
+        for j in range(g):
+            total += a[r, j]
+        for j in range(g):
+            alpha = a[r, j] / total
+            for k in range(g):
+                out[b, j, k] += alpha * e[r, k]
+    return out

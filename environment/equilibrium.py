@@ -52,10 +52,9 @@ GRID_POINTS = 2001
 
 def cobb_douglas_equilibrium(economy: Economy) -> np.ndarray:
     """The exact equilibrium price vector (numeraire = 1) of an all-Cobb–Douglas economy."""
-    if not (economy.family == Family.COBB_DOUGLAS).all():
+    if economy.families() != {int(Family.COBB_DOUGLAS)}:
         raise ValueError("the closed form needs every agent to be Cobb-Douglas")
-    alpha = economy.shares / economy.shares.sum(axis=1, keepdims=True)
-    M = alpha.T @ economy.endowments / economy.supply[:, None]
+    M = economy.cobb_douglas_matrix()
     # null space of (M - I): the eigenvector for eigenvalue 1
     null = scipy.linalg.null_space(M - np.eye(economy.n_goods), rcond=1e-12)
     if null.shape[1] != 1:
@@ -65,7 +64,13 @@ def cobb_douglas_equilibrium(economy: Economy) -> np.ndarray:
 
 
 def relative_excess_demand(economy: Economy, prices: np.ndarray) -> np.ndarray:
-    """``Z(p) / supply`` at one price vector (g,), by the fused kernel (deterministic)."""
+    """``Z(p) / supply`` at one price vector (g,), by the fused kernel (deterministic).
+
+    ``economy`` may also be a view whose rows live on shards
+    (:class:`tatonnet.distributed.views.EconomyView`): it sums on them, in the same order.
+    """
+    if not isinstance(economy, Economy):
+        return economy.relative_excess_demand(np.asarray(prices, dtype=float))
     arrays = economy.kernel_arrays()
     blocks = np.empty((kernel.n_blocks(economy.n_agents), economy.n_goods))
     use_threads(blocks.shape[0])
@@ -83,6 +88,8 @@ def compress(economy: Economy) -> Economy:
     Demand and excess demand are linear in the endowment for fixed preferences, so ``c``
     identical agents act like one agent owning ``c`` times the endowment.
     """
+    if getattr(economy, "block_supply", False):  # sums stay in block order (shard-built)
+        return economy
     key = np.column_stack(
         [economy.endowments, economy.shares, economy.family.astype(float), economy.sigma]
     )
@@ -145,6 +152,8 @@ def find_equilibria(
 
         def z_free(x):
             with np.errstate(all="ignore"):
+                if small is economy:  # shard-built: the block-ordered sum every engine takes
+                    return relative_excess_demand(economy, prices_of(np.array([x])))[j]
                 return small.aggregate_excess_demand(prices_of(np.array([x])))[j]
 
         grid = np.linspace(-np.log(PRICE_BOUND), np.log(PRICE_BOUND), GRID_POINTS)
@@ -264,12 +273,12 @@ def reference_equilibria(economy: Economy, seed: int = 0) -> tuple[list[np.ndarr
     from tatonnet.agents.utility import Family
     from tatonnet.environment import fisher
 
-    if fisher.is_fisher(economy):
+    if not getattr(economy, "block_supply", False) and fisher.is_fisher(economy):
         try:
             return [fisher.equilibrium_prices(economy)], "Eisenberg-Gale convex program (cvxpy)"
         except ValueError as exc:  # EconomyError: solver failure or a good left over
             return [], str(exc)
-    if (economy.family == Family.COBB_DOUGLAS).all():
+    if economy.families() == {int(Family.COBB_DOUGLAS)}:
         try:
             return [cobb_douglas_equilibrium(economy)], "closed form (Cobb-Douglas)"
         except ValueError:

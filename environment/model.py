@@ -38,9 +38,7 @@ from tatonnet.environment import sizing
 from tatonnet.environment.engines import make_dynamics
 from tatonnet.environment.scenario import (
     Scenario,
-    build_economy,
-    build_network_for,
-    initial_prices,
+    build_market,
     load_scenario,
 )
 from tatonnet.environment.tatonnement import status
@@ -122,6 +120,19 @@ class MarketDataCollector(DataCollector):
         n = model.economy.n_agents
         values = [table[c].tolist() for c in columns]
         return zip(itertools.repeat(model.time, n), range(n), *values, strict=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineDynamics:
+    """What a model whose shards built the economy knows of its dynamics: the rule and the
+    signal (the round itself runs on the shards)."""
+
+    rule: object
+    signal: str
+
+    @property
+    def space(self) -> str:
+        return self.rule.space
 
 
 class MarketModel(Model):
@@ -207,23 +218,31 @@ class MarketModel(Model):
             )
         )  # fmt: skip
         self.config = scenario
-        self.economy, self.group = build_economy(scenario)
-        self.network = build_network_for(scenario)
         rule = d.make_rule()
-        self.dynamics = make_dynamics(self.economy, self.network, rule, d.signal)
-        prices = initial_prices(scenario)
         self.reference_next: MarketState | None = None
         self._spare: MarketState | None = None
         self._next_round = None
         self._metrics: RoundMetrics | None = None
-        if engine is None:
-            self.engine = None
-            self.state: MarketState | None = self.dynamics.init_state(prices)
-            self.metrics = self._initial_metrics()
-        else:
-            self.engine = engine(self.economy, self.network, rule, d.signal, prices, self.group)
+        if engine is not None and scenario.builder == "shards":
+            # the shards draw their own rows: this process holds views, not the economy
+            self.engine = engine(None, None, rule, d.signal, None, None, scenario=scenario)
+            self.economy, self.network = self.engine.views()
+            self._group = None
+            self.dynamics = EngineDynamics(rule, d.signal)
             self.state = None
             self.metrics = self.engine.initial_metrics()
+        else:
+            self.economy, self._group, self.network, prices = build_market(scenario)
+            self.dynamics = make_dynamics(self.economy, self.network, rule, d.signal)
+            if engine is None:
+                self.engine = None
+                self.state: MarketState | None = self.dynamics.init_state(prices)
+                self.metrics = self._initial_metrics()
+            else:
+                self.engine = engine(self.economy, self.network, rule, d.signal, prices,
+                                     self._group)  # fmt: skip
+                self.state = None
+                self.metrics = self.engine.initial_metrics()
         self.verdict: status.Verdict | None = None
         self.running = self.round < d.rounds
         n = self.economy.n_agents
@@ -255,6 +274,12 @@ class MarketModel(Model):
             reporters, agent_reporters, agent_every=max(1, self.agent_data_every)
         )
         self.datacollector.collect(self)
+
+    @property
+    def group(self) -> np.ndarray:
+        """Each agent's group index (n_agents,) int32 (gathered from the shards when they
+        built the economy)."""
+        return self._group if self._group is not None else self.economy.group
 
     # ---- Mesa agents ---------------------------------------------------------------------
     @property

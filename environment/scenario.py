@@ -14,7 +14,6 @@ same seed gives the same economy everywhere.
 
 from __future__ import annotations
 
-import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -24,7 +23,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tatonnet.agents.rules import PriceRule, RuleError, make_rule
-from tatonnet.agents.utility import FAMILY_NAMES, Family
+from tatonnet.agents.utility import FAMILY_NAMES, FAMILY_SIGMA, Family
 from tatonnet.environment import fisher, sizing
 from tatonnet.environment.economy import Economy, EconomyError
 from tatonnet.environment.network import GENERATORS, Network, NetworkError, build_network
@@ -247,6 +246,7 @@ class Scenario(_Strict):
     agents: list[AgentGroup] = Field(default_factory=list)
     fisher: FisherSpec | None = None
     network: NetworkSpec
+    builder: Literal["driver", "shards"] = "driver"
     dynamics: Dynamics = Dynamics()
     trade: TradeSpec | None = None
     source: str = ""
@@ -255,6 +255,8 @@ class Scenario(_Strict):
     def _shapes(self):
         check_name(self.name)
         self._limits()
+        if self.builder == "shards":
+            self._shard_buildable()
         if self.fisher is not None:
             return self._fisher_shapes()
         if not self.agents:
@@ -308,6 +310,26 @@ class Scenario(_Strict):
                     )
                 seen.add(name)
 
+    def _shard_buildable(self):
+        """``builder = "shards"``: a kind the shards can draw row by row, no Fisher market."""
+        from tatonnet.environment.build.graphs import SHARD_GENERATORS, check_params
+
+        if self.fisher is not None:
+            raise ValueError(
+                'builder "shards" draws agent groups; a [fisher] market is built by the '
+                'driver (builder = "driver")'
+            )
+        kind = self.network.kind
+        if kind not in (*SHARD_GENERATORS, "central"):
+            raise ValueError(
+                f'builder "shards": network.kind {kind!r} is built by the driver; the shards '
+                f"draw {', '.join(SHARD_GENERATORS)} (or central)"
+            )
+        if kind != "central":
+            from tatonnet.environment.build.shard_rows import network_params
+
+            check_params(kind, self.n_agents, network_params(self))
+
     def _initial_price_range(self):
         prices = self.dynamics.initial_prices
         if prices is None:
@@ -337,7 +359,7 @@ class Scenario(_Strict):
         return sizing.estimate_bytes(
             self.n_agents, self.n_goods, self.directed_edges, buffers,
             self.dynamics.rounds if rounds is None else rounds,
-            mesa_agents=self.n_agents <= sizing.MESA_AGENTS_UP_TO,
+            mesa_agents=self.n_agents <= sizing.MESA_AGENTS_UP_TO, builder=self.builder,
         ) + (self.n_agents * sizing.TRADE_BYTES_PER_AGENT if trade else 0)  # fmt: skip
 
     def check_memory(
@@ -415,6 +437,7 @@ class Scenario(_Strict):
         goods: int | None = None,
         graph: str | None = None,
         seed: int | None = None,
+        builder: str | None = None,
         **dynamics,
     ) -> Scenario:
         """A copy with command-line overrides applied (and validated)."""
@@ -456,6 +479,8 @@ class Scenario(_Strict):
             }
         if seed is not None:
             data["seed"] = seed
+        if builder is not None:
+            data["builder"] = builder
         data["dynamics"].update({k: v for k, v in dynamics.items() if v is not None})
         return _validate(data, self.source or self.name)
 
@@ -550,12 +575,38 @@ def _vector(value, rng, n: int, g: int) -> np.ndarray:
     return np.tile(np.asarray(value, dtype=float), (n, 1))
 
 
+def build_market(scenario: Scenario, signal: str | None = None):
+    """Everything a run starts from: ``(economy, group, network, initial prices)``.
+
+    ``builder = "driver"``: :func:`build_economy`, :func:`build_network_for` and
+    :func:`initial_prices`; ``"shards"``: the whole shard-built economy in one pass
+    (:func:`tatonnet.environment.build.shard_rows.build_whole`), bit-identical to what any
+    number of shards build for themselves.
+    """
+    if scenario.builder == "shards":
+        return _shard_built(scenario, signal)
+    economy, group = build_economy(scenario)
+    return economy, group, build_network_for(scenario), initial_prices(scenario)
+
+
+def _shard_built(scenario: Scenario, signal: str | None = None):
+    from tatonnet.environment.build.shard_rows import build_whole
+
+    try:
+        return build_whole(scenario, signal or scenario.dynamics.signal)
+    except ValueError as exc:
+        raise ScenarioError(f"scenario {scenario.source or scenario.name}: {exc}") from None
+
+
 def build_economy(scenario: Scenario) -> tuple[Economy, np.ndarray]:
     """Draw the economy; returns ``(economy, group)`` with ``group`` (n,) each agent's group index.
 
     Agents are laid out group by group, then (``placement = "shuffled"``, the default)
     permuted by a seeded permutation so groups mix across the network.
     """
+    if scenario.builder == "shards":
+        economy, group, _, _ = _shard_built(scenario)
+        return economy, group
     g, seed = scenario.n_goods, scenario.seed
     if scenario.fisher is not None:
         return _place(scenario, _fisher_arrays(scenario))
@@ -566,7 +617,7 @@ def build_economy(scenario: Scenario) -> tuple[Economy, np.ndarray]:
         shares.append(_vector(spec.shares, _rng(seed, _SHARES, k), n, g))
         code = FAMILY_NAMES[spec.utility]
         family.append(np.full(n, code, dtype=np.int8))
-        sigma.append(np.full(n, spec.sigma if code == Family.CES else _limit_sigma(code)))
+        sigma.append(np.full(n, spec.sigma if code == Family.CES else float(FAMILY_SIGMA[code])))
         group.append(np.full(n, k, dtype=np.int32))
     arrays = [np.concatenate(a) for a in (endow, shares, family, sigma, group)]
     return _place(scenario, arrays)
@@ -599,7 +650,7 @@ def _fisher_arrays(scenario: Scenario) -> list[np.ndarray]:
     valuations = _vector(f.valuations, _rng(seed, _SHARES, 0), n, m)
     supplies = np.broadcast_to(np.asarray(f.supplies, dtype=float), (m,)) * n
     code = FAMILY_NAMES[f.utility]
-    sigma = f.sigma if code == Family.CES else _limit_sigma(code)
+    sigma = f.sigma if code == Family.CES else float(FAMILY_SIGMA[code])
     try:
         market = fisher.FisherMarket(budgets, valuations, np.int8(code), sigma, supplies,
                                      scenario.good_names[1:])  # fmt: skip
@@ -610,12 +661,10 @@ def _fisher_arrays(scenario: Scenario) -> list[np.ndarray]:
     return [economy.endowments, economy.shares, economy.family, economy.sigma, group]
 
 
-def _limit_sigma(code: Family) -> float:
-    return {Family.LINEAR: math.inf, Family.COBB_DOUGLAS: 1.0, Family.LEONTIEF: 0.0}[code]
-
-
 def build_network_for(scenario: Scenario) -> Network:
     """Build the scenario's network (the graph's own seed stream); raises ScenarioError."""
+    if scenario.builder == "shards":
+        return _shard_built(scenario)[2]
     spec = scenario.network
     params = {k: v for k, v in spec.model_dump().items() if k not in ("kind", "placement", "order")}
     params = {k: v for k, v in params.items() if v is not None}
@@ -637,6 +686,10 @@ def build_network_for(scenario: Scenario) -> Network:
 
 def initial_prices(scenario: Scenario) -> np.ndarray:
     """Initial prices: (g,) for all agents, or (n, g) with a seeded log-normal spread."""
+    if scenario.builder == "shards":
+        from tatonnet.environment.build.agents import initial_price_rows
+
+        return initial_price_rows(scenario, 0, scenario.n_agents)
     g = scenario.n_goods
     base = np.asarray(scenario.dynamics.initial_prices or np.ones(g), dtype=float)
     spread = scenario.dynamics.initial_spread

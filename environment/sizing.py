@@ -57,6 +57,10 @@ BYTES_PER_MESA_AGENT = 1_000
 #: bytes per directed adjacency entry while the networkx generator runs (dict-of-dicts),
 #: more than the CSR's 12 bytes it ends as.
 BYTES_PER_EDGE = 200
+#: the same two figures when the shards' builder draws the economy (``builder = "shards"``:
+#: no networkx graph, no permuted copies; measured peak RSS, see docs/07-performance.md).
+FLOATS_PER_AGENT_GOOD_SHARDS = 12
+BYTES_PER_EDGE_SHARDS = 40
 #: bytes per round and good of the per-round history (Python floats in DataCollector lists).
 BYTES_PER_ROUND_GOOD = 2 * 40
 #: bytes per round besides (round number, excess demand, dispersion).
@@ -99,7 +103,8 @@ def directed_edges(kind: str, n_agents: int, k: float | None = None, m: int | No
 
 
 def estimate_bytes(n_agents: int, n_goods: int, edges: int, n_buffers: int = 0,
-                   rounds: int = 0, mesa_agents: bool = False) -> int:  # fmt: skip
+                   rounds: int = 0, mesa_agents: bool = False,
+                   builder: str = "driver") -> int:  # fmt: skip
     """Rough peak resident bytes of building and running one scenario in one process.
 
     Parameters
@@ -109,12 +114,16 @@ def estimate_bytes(n_agents: int, n_goods: int, edges: int, n_buffers: int = 0,
     n_buffers : the rule's optimizer buffers per agent and good (momentum, Adam moments)
     rounds : rounds of per-round history kept in memory
     mesa_agents : whether one Mesa agent object per agent is created
+    builder : "driver" or "shards" (who draws the economy; the shards need less)
     """
     n, g = int(n_agents), int(n_goods)
-    per_agent = (FLOATS_PER_AGENT_GOOD + int(n_buffers)) * 8 * g + BYTES_PER_AGENT
+    shards = builder == "shards"
+    floats = FLOATS_PER_AGENT_GOOD_SHARDS if shards else FLOATS_PER_AGENT_GOOD
+    per_agent = (floats + int(n_buffers)) * 8 * g + BYTES_PER_AGENT
     per_agent += BYTES_PER_MESA_AGENT if mesa_agents else 0
     history = int(rounds) * (BYTES_PER_ROUND + BYTES_PER_ROUND_GOOD * g)
-    return BASELINE_BYTES + n * per_agent + int(edges) * BYTES_PER_EDGE + history
+    per_edge = BYTES_PER_EDGE_SHARDS if shards else BYTES_PER_EDGE
+    return BASELINE_BYTES + n * per_agent + int(edges) * per_edge + history
 
 
 def available_memory() -> int | None:

@@ -460,7 +460,10 @@ def write_results(result, work: Path, out: Path | None = None) -> None:
     else:
         (work / "agents").mkdir(exist_ok=True)
         pq.write_table(agent_table(model), work / "agents" / "part-0000.parquet")
-    pq.write_table(edge_table(model.network), work / "edges.parquet")
+    if model.engine is not None and model.config.builder == "shards":
+        model.engine.write_edges(work / "edges")  # the shards hold the rows: parts
+    else:
+        pq.write_table(edge_table(model.network), work / "edges.parquet")
     plot_convergence(metrics, result, work / "convergence.png")
 
 

@@ -174,17 +174,6 @@ def _assert_same_result(a, b):
 
 
 # ---- Ray ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, object_store_memory=200 * 2**20, include_dashboard=False,
-                 logging_level="WARNING")  # fmt: skip
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.ray
 @pytest.mark.parametrize("graph", ["small-world", "scale-free"])
 def test_ray_workers_are_bit_identical_to_one_process(local_ray, graph):
@@ -253,14 +242,16 @@ def test_address_auto_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_resume_continues_an_interrupted_run(tmp_path, capsys):
-    """A driver that died leaves its work folder; --resume finishes the same result."""
+@pytest.mark.parametrize("builder", ["driver", "shards"])
+def test_cli_resume_continues_an_interrupted_run(tmp_path, capsys, builder):
+    """A driver that died leaves its work folder; --resume finishes the same result
+    (``shards``: the resumed shard builds its rows again and restores them)."""
     args = ["--agents", N, "--rounds", 60, "--workers", 1, "--checkpoint-every", 10,
-            "--no-reference", "--quiet"]  # fmt: skip
+            "--no-reference", "--quiet", "--builder", builder]  # fmt: skip
     ref = tmp_path / "ref"
     assert run.main([str(a) for a in [*args, "--out", ref]]) == 0
     out = tmp_path / "out"
-    scenario = load_scenario("default").with_overrides(agents=N, rounds=60)
+    scenario = load_scenario("default").with_overrides(agents=N, rounds=60, builder=builder)
     options = RunOptions(workers=1, checkpoint_every=10, progress=False, reference=False)
     work = _interrupted_run(tmp_path, scenario, options, 45)
     assert run.main(["--resume", str(out), "--quiet"]) == 0
@@ -279,9 +270,12 @@ def test_cli_resume_continues_an_interrupted_run(tmp_path, capsys):
     not os.environ.get("TATONNET_TEST_CLUSTER"),
     reason="no Ray cluster to join (.ci/run starts one and sets TATONNET_TEST_CLUSTER)",
 )
-def test_run_on_existing_cluster_equals_in_process(tmp_path):
+@pytest.mark.parametrize("builder", ["driver", "shards"])
+def test_run_on_existing_cluster_equals_in_process(tmp_path, builder):
+    """``shards``: the workers on the cluster's two nodes draw their own rows."""
     address = os.environ["TATONNET_TEST_CLUSTER"]
-    common = ["--agents", N, "--rounds", 80, "--seed", 9, "--no-reference", "--quiet"]
+    common = ["--agents", N, "--rounds", 80, "--seed", 9, "--no-reference", "--quiet",
+              "--builder", builder]  # fmt: skip
     local = _cli(*common, "--workers", 0, "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr
     remote = _cli(*common, "--workers", 3, "--address", address, "--out", tmp_path / "cluster")
@@ -294,6 +288,10 @@ def test_run_on_existing_cluster_equals_in_process(tmp_path):
     ta = pq.read_table(tmp_path / "local" / "agents").sort_by("id")
     tb = pq.read_table(tmp_path / "cluster" / "agents").sort_by("id")
     assert ta.equals(tb)
+    if builder == "shards":  # the shards wrote the edges they hold: the same graph
+        edges = pq.read_table(tmp_path / "cluster" / "edges").sort_by([("source", "ascending"),
+                                                                      ("target", "ascending")])
+        assert pq.read_table(tmp_path / "local" / "edges.parquet").equals(edges)
 
 
 @pytest.mark.parametrize("graph", ["scale-free", "random-geometric", "small-world"])

@@ -11,9 +11,9 @@ import dataclasses
 
 import numba
 import numpy as np
-import scipy.sparse
 
 from tatonnet.agents.rules import PRICE_FLOOR, PriceRule
+from tatonnet.environment.build.assemble import signal_scale
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network
 from tatonnet.environment.tatonnement import kernel
@@ -169,17 +169,10 @@ class NetworkTatonnement:
         """
         e, net = self.economy.endowments, self.network
         n = net.n_agents
-        closed = scipy.sparse.csr_array(
-            (np.ones(net.indices.size), net.indices, net.indptr), (n, n)
-        )
-        local = closed @ e  # total endowment of each closed neighbourhood
-        if self.signal == "tracking":
-            local /= np.diff(net.indptr)[:, None]
-            fallback = np.broadcast_to(e.mean(axis=0), local.shape)
-        else:
-            fallback = np.broadcast_to(e.mean(axis=0), local.shape) * np.diff(net.indptr)[:, None]
-        local = np.where(local > 0, local, fallback)
-        return 1.0 / local
+        mean = self.economy.supply / n  # = e.mean(axis=0); shard-built: its block order
+        # the closed neighbourhood's sums, each sequential in column order from 0.0 (the
+        # order scipy's CSR product takes): the bits every shard count reproduces
+        return signal_scale(net.indptr, net.indices, e, self.signal == "tracking", mean)
 
     def init_state(self, prices: np.ndarray) -> MarketState:
         """State at round 0 from initial prices (g,) for all, or (n, g) per agent."""
@@ -306,7 +299,7 @@ def messages_per_round(rule: PriceRule, network: Network, n_goods: int) -> dict:
         if round_floats is not None:
             floats = network.n_agents * round_floats(n_goods, True)
     else:
-        directed = int(network.indices.size - network.n_agents)  # CSR minus self-loops
+        directed = 2 * int(network.n_edges)  # CSR entries minus self-loops
         messages = directed * exchanges
         floats = messages * rule.message_floats(n_goods)
         if round_floats is not None:

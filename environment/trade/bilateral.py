@@ -57,6 +57,7 @@ import dataclasses
 import numba
 import numpy as np
 
+from tatonnet.environment.build.streams import splitmix64
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network
 
@@ -136,19 +137,11 @@ LOG_FIELDS = ("round", "u", "v", "status", "good", "paid_good", "quantity", "pay
 
 # ---- matching --------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _splitmix(z):
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@numba.njit(cache=True)
 def edge_key(seed_state, rnd, u, v):
     """Key of the undirected edge ``{u, v}`` in round ``rnd`` (uint64; ids, not positions)."""
     a, b = (u, v) if u < v else (v, u)
     x = np.uint64(rnd) * np.uint64(1 << 40) + np.uint64(a) * np.uint64(1 << 20) + np.uint64(b)
-    return _splitmix(_splitmix(seed_state ^ x) ^ seed_state)
+    return splitmix64(splitmix64(seed_state ^ x) ^ seed_state)
 
 
 @numba.njit(cache=True)

@@ -1,0 +1,240 @@
+"""Shard-built economies: set-up time and peak memory of whole runs, by command line.
+
+Every configuration is one ``tatonnet`` subprocess (``--quiet``, ``--out`` a fresh folder),
+repeats interleaved (A B A B ...), medians reported; its ``summary.json`` gives the set-up
+seconds (scenario to first round) and round seconds, and a sampler reads the proportional
+set size (PSS, ``/proc/<pid>/smaps_rollup``: shared pages split between their users, so
+the sum over processes counts Ray's object store once) of the command and every process
+it started (Ray's workers, raylet, GCS, ...) every 0.2 s: the peak of the sum over all
+processes, and each process's own peak RSS (``VmHWM``, read at the last sample).
+
+Part 1, set-up (``--setup-agents``, default 10^6; 2 rounds, ``--no-reference``): the
+default scenario with ``--builder driver`` (networkx, one process) and ``--builder
+shards`` (in-process engine).
+
+Part 2, end to end (``--large-agents``, default 10^7; ``--large-rounds`` 20, output
+written): ``--builder shards`` in-process, on one Ray worker of 2 threads and on two
+Ray workers of 1 thread; with the reference equilibrium solve (its seconds reported
+separately) unless ``--no-reference``.
+
+    .venv/bin/python benchmarks/shard_build.py            # ~25 min on the 2-core machine
+    .venv/bin/python benchmarks/shard_build.py --quick    # 10^5 / 3x10^5 agents, ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import RESULTS, ROOT, git_info, load_average, machine_info, write_report
+
+PYTHON = sys.executable
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (Ray daemonizes none of its processes here)."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(_children(pid))
+    return out
+
+
+def _kib(path: str, key: str) -> int | None:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class MemorySampler(threading.Thread):
+    """Samples PSS of a process tree until :meth:`stop`."""
+
+    def __init__(self, root: int, period: float = 0.2):
+        super().__init__(daemon=True)
+        self.root, self.period = root, period
+        self.peak_pss_kib = 0
+        self.peak_rss_kib: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for pid in process_tree(self.root):
+                pss = _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+                hwm = _kib(f"/proc/{pid}/status", "VmHWM:")
+                if pss is None:
+                    continue
+                total += pss
+                if hwm is not None:
+                    self.peak_rss_kib[pid] = max(self.peak_rss_kib.get(pid, 0), hwm)
+                if pid not in self.names:
+                    try:
+                        self.names[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().split(
+                            b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1][:40]
+                    except OSError:
+                        self.names[pid] = "?"
+            self.peak_pss_kib = max(self.peak_pss_kib, total)
+            self._stop.wait(self.period)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+
+def run_cli(args: list[str], workdir: Path) -> dict:
+    """One ``tatonnet`` run; its summary, wall time and memory."""
+    out = workdir / f"run-{time.time_ns()}"
+    cmd = [PYTHON, "-m", "tatonnet", *args, "--quiet", "--out", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    sampler = MemorySampler(proc.pid)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.stop()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr.strip()[-400:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    shutil.rmtree(out)
+    top = sorted(sampler.peak_rss_kib.items(), key=lambda kv: -kv[1])
+    return {
+        "command_wall_s": wall,
+        "setup_s": summary["setup_seconds"],
+        "round_s": summary["round_seconds"],
+        "reference_s": summary.get("reference_seconds"),
+        "agent_rounds_per_s": summary["agent_rounds_per_second"],
+        "engine": summary["engine"],
+        "peak_pss_sum_bytes": sampler.peak_pss_kib * 1024,
+        "peak_rss_by_process": [
+            {"name": sampler.names.get(pid, "?"), "bytes": kib * 1024} for pid, kib in top[:8]
+        ],
+        "prices": summary["prices"],
+        "status": summary["status"],
+    }
+
+
+def measure(configs: dict[str, list[str]], repeats: int, workdir: Path) -> dict:
+    runs = {name: [] for name in configs}
+    for r in range(repeats):
+        for name, args in configs.items():
+            log(f"  repeat {r + 1}/{repeats}: {name} (load {load_average()})")
+            runs[name].append(run_cli(args, workdir))
+    out = {}
+    for name, rs in runs.items():
+        def med(key, rs=rs):
+            return statistics.median(x[key] for x in rs if x[key] is not None)
+
+        out[name] = {
+            "args": configs[name],
+            "median": {k: med(k) for k in ("command_wall_s", "setup_s", "round_s",
+                                             "agent_rounds_per_s", "peak_pss_sum_bytes")},
+            "runs": rs,
+        }  # fmt: skip
+        if all(x["reference_s"] is not None for x in rs):
+            out[name]["median"]["reference_s"] = med("reference_s")
+    first = next(iter(runs.values()))[0]["prices"]
+    same = {name: all(x["prices"] == first for x in rs) for name, rs in runs.items()}
+    return {"configs": out, "same_prices_as_first": same}
+
+
+def table(part: dict, n: int) -> str:
+    lines = [f"{'config':>16} {'set-up s':>9} {'rounds s':>9} {'ref s':>7} {'wall s':>8} "
+             f"{'peak PSS':>10} {'B/agent':>8}"]  # fmt: skip
+    for name, c in part["configs"].items():
+        m = c["median"]
+        ref = m.get("reference_s")
+        lines.append(
+            f"{name:>16} {m['setup_s']:9.2f} {m['round_s']:9.2f} "
+            f"{'-' if ref is None else f'{ref:.1f}':>7} {m['command_wall_s']:8.1f} "
+            f"{m['peak_pss_sum_bytes'] / 2**30:8.2f} G {m['peak_pss_sum_bytes'] / n:8.0f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--setup-agents", type=int, default=1_000_000)
+    ap.add_argument("--large-agents", type=int, default=10_000_000)
+    ap.add_argument("--large-rounds", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--large-repeats", type=int, default=1)
+    ap.add_argument("--no-reference", action="store_true", help="part 2 without the solve")
+    ap.add_argument("--quick", action="store_true", help="10^5 / 3x10^5 agents, 1 repeat")
+    ap.add_argument("--out", type=Path, default=RESULTS / "shard_build.json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.setup_agents, args.large_agents, args.repeats = 100_000, 300_000, 1
+    n1, n2 = args.setup_agents, args.large_agents
+    t_start = time.perf_counter()
+    report = {
+        "benchmark": "shard_build",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "git": git_info(),
+        "command": " ".join([Path(PYTHON).name, *sys.argv]),
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="tatonnet-shard-build-"))
+    try:
+        log(f"part 1: set-up at {n1:,} agents")
+        base = ["--agents", str(n1), "--rounds", "2", "--no-reference", "--workers", "0"]
+        setup = measure({"driver": [*base, "--builder", "driver"],
+                         "shards": [*base, "--builder", "shards"]},
+                        args.repeats, workdir)  # fmt: skip
+        setup["n_agents"] = n1
+        report["setup"] = setup
+        print(f"set-up, {n1:,} agents (medians of {args.repeats}):\n{table(setup, n1)}\n")
+        log(f"part 2: end to end at {n2:,} agents")
+        base = ["--agents", str(n2), "--rounds", str(args.large_rounds), "--builder", "shards"]
+        if args.no_reference:
+            base.append("--no-reference")
+        large = measure({
+            "in-process": [*base, "--workers", "0"],
+            "ray-1x2": [*base, "--workers", "1", "--threads", "2"],
+            "ray-2x1": [*base, "--workers", "2", "--threads", "1"],
+        }, args.large_repeats, workdir)  # fmt: skip
+        large["n_agents"] = n2
+        report["large"] = large
+        print(f"end to end, {n2:,} agents, {args.large_rounds} rounds (medians of "
+              f"{args.large_repeats}):\n{table(large, n2)}")  # fmt: skip
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report["wall_s"] = time.perf_counter() - t_start
+    report["load_average_end"] = load_average()
+    write_report(args.out, report)
+    log(f"wrote {args.out} ({report['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

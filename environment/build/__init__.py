@@ -1,0 +1,1 @@
+"""Economies built by the shards that hold them: counter-based draws, graph rows, assembly."""
