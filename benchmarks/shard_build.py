@@ -13,8 +13,8 @@ default scenario with ``--builder driver`` (networkx, one process) and ``--build
 shards`` (in-process engine).
 
 Part 2, end to end (``--large-agents``, default 10^7; ``--large-rounds`` 20, output
-written): ``--builder shards`` in-process, on one Ray worker of 2 threads and on two
-Ray workers of 1 thread; with the reference equilibrium solve (its seconds reported
+written): ``--builder shards`` in-process and on two Ray workers of 1 thread (a local Ray;
+the driver then holds no agent rows); with the reference equilibrium solve (its seconds reported
 separately) unless ``--no-reference``.
 
     .venv/bin/python benchmarks/shard_build.py            # ~25 min on the 2-core machine
@@ -83,10 +83,10 @@ class MemorySampler(threading.Thread):
         self.peak_pss_kib = 0
         self.peak_rss_kib: dict[int, int] = {}
         self.names: dict[int, str] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             total = 0
             for pid in process_tree(self.root):
                 pss = _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
@@ -103,10 +103,10 @@ class MemorySampler(threading.Thread):
                     except OSError:
                         self.names[pid] = "?"
             self.peak_pss_kib = max(self.peak_pss_kib, total)
-            self._stop.wait(self.period)
+            self._halt.wait(self.period)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 
@@ -190,6 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--large-repeats", type=int, default=1)
     ap.add_argument("--no-reference", action="store_true", help="part 2 without the solve")
     ap.add_argument("--quick", action="store_true", help="10^5 / 3x10^5 agents, 1 repeat")
+    ap.add_argument("--parts", default="setup,large",
+                    help="which parts to run (a part not run keeps its figures in --out)")
     ap.add_argument("--out", type=Path, default=RESULTS / "shard_build.json")
     args = ap.parse_args(argv)
     if args.quick:
@@ -203,29 +205,17 @@ def main(argv=None) -> int:
         "git": git_info(),
         "command": " ".join([Path(PYTHON).name, *sys.argv]),
     }
+    parts = set(args.parts.split(","))
+    if args.out.exists():  # parts not run this time keep their earlier figures
+        old = json.loads(args.out.read_text())
+        report.update({k: old[k] for k in ("setup", "large") if k in old and k not in parts})
+    stamp = {"date": report["date"], "git": report["git"]}
     workdir = Path(tempfile.mkdtemp(prefix="tatonnet-shard-build-"))
     try:
-        log(f"part 1: set-up at {n1:,} agents")
-        base = ["--agents", str(n1), "--rounds", "2", "--no-reference", "--workers", "0"]
-        setup = measure({"driver": [*base, "--builder", "driver"],
-                         "shards": [*base, "--builder", "shards"]},
-                        args.repeats, workdir)  # fmt: skip
-        setup["n_agents"] = n1
-        report["setup"] = setup
-        print(f"set-up, {n1:,} agents (medians of {args.repeats}):\n{table(setup, n1)}\n")
-        log(f"part 2: end to end at {n2:,} agents")
-        base = ["--agents", str(n2), "--rounds", str(args.large_rounds), "--builder", "shards"]
-        if args.no_reference:
-            base.append("--no-reference")
-        large = measure({
-            "in-process": [*base, "--workers", "0"],
-            "ray-1x2": [*base, "--workers", "1", "--threads", "2"],
-            "ray-2x1": [*base, "--workers", "2", "--threads", "1"],
-        }, args.large_repeats, workdir)  # fmt: skip
-        large["n_agents"] = n2
-        report["large"] = large
-        print(f"end to end, {n2:,} agents, {args.large_rounds} rounds (medians of "
-              f"{args.large_repeats}):\n{table(large, n2)}")  # fmt: skip
+        if "setup" in parts:
+            run_setup(args, n1, workdir, report, stamp)
+        if "large" in parts:
+            run_large(args, n2, workdir, report, stamp)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report["wall_s"] = time.perf_counter() - t_start
@@ -233,6 +223,33 @@ def main(argv=None) -> int:
     write_report(args.out, report)
     log(f"wrote {args.out} ({report['wall_s']:.0f} s)")
     return 0
+
+
+def run_setup(args, n1: int, workdir: Path, report: dict, stamp: dict) -> None:
+    log(f"part 1: set-up at {n1:,} agents")
+    base = ["--agents", str(n1), "--rounds", "2", "--no-reference", "--workers", "0"]
+    setup = measure({"driver": [*base, "--builder", "driver"],
+                     "shards": [*base, "--builder", "shards"]},
+                    args.repeats, workdir)  # fmt: skip
+    setup["n_agents"] = n1
+    setup["note"] = "driver and shards draw different economies from one seed (by design)"
+    report["setup"] = {**setup, **stamp}
+    print(f"set-up, {n1:,} agents (medians of {args.repeats}):\n{table(setup, n1)}\n")
+
+
+def run_large(args, n2: int, workdir: Path, report: dict, stamp: dict) -> None:
+    log(f"part 2: end to end at {n2:,} agents")
+    base = ["--agents", str(n2), "--rounds", str(args.large_rounds), "--builder", "shards"]
+    if args.no_reference:
+        base.append("--no-reference")
+    large = measure({
+        "in-process": [*base, "--workers", "0"],
+        "ray-2x1": [*base, "--workers", "2", "--threads", "1"],
+    }, args.large_repeats, workdir)  # fmt: skip
+    large["n_agents"] = n2
+    report["large"] = {**large, **stamp}
+    print(f"end to end, {n2:,} agents, {args.large_rounds} rounds (medians of "
+          f"{args.large_repeats}):\n{table(large, n2)}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=workers_arg,
         metavar="K|auto",
         help="auto (default): this process on one machine, one Ray worker per node with "
-        "--address or $RAY_ADDRESS (or a local Ray worker for an economy too large for one "
-        "process); 0: this process; 1: one in-process shard (Ray with --address); "
+        "--address or $RAY_ADDRESS; 0: this process; 1: one in-process shard (Ray with "
+        "--address); "
         "K >= 2: K Ray workers (a local Ray started for the run, or --address)",
     )
     parser.add_argument(

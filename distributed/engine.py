@@ -222,6 +222,7 @@ class ShardEngine:
             for k, s in enumerate(self.shards)
         ]
         reports = self._get([r[0] for r in rows])
+        del decided  # the edge parts are assembled: let the object store free them
         supply = reduce_supply(reports)
         try:
             check_reports(sc, reports, supply)

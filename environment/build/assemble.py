@@ -136,10 +136,10 @@ def ghost_ids(start: int, stop: int, cols: np.ndarray) -> np.ndarray:
     return sorted_unique(cols[(cols < start) | (cols >= stop)])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _local_columns(start, stop, cols, ghosts, out):
     o = stop - start
-    for e in range(cols.shape[0]):
+    for e in numba.prange(cols.shape[0]):
         c = cols[e]
         if start <= c < stop:
             out[e] = c - start
@@ -154,10 +154,10 @@ def local_columns(start: int, stop: int, cols: np.ndarray, ghosts: np.ndarray) -
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _metropolis(indptr, local, degree, out):
     o = indptr.shape[0] - 1
-    for r in range(o):
+    for r in numba.prange(o):  # rows are independent: the same bits on any thread count
         s = 0.0
         diag = -1
         for e in range(indptr[r], indptr[r + 1]):
@@ -180,11 +180,11 @@ def metropolis_weights(indptr, local, degree) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _neighbourhood_sums(indptr, local, x, out):
     o = indptr.shape[0] - 1
     g = x.shape[1]
-    for r in range(o):
+    for r in numba.prange(o):
         for j in range(g):
             out[r, j] = 0.0
         for e in range(indptr[r], indptr[r + 1]):
