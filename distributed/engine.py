@@ -42,6 +42,7 @@ from tatonnet.agents.rules import PriceRule
 from tatonnet.distributed import cluster
 from tatonnet.distributed.partition import Partition, partition, shard_ranges
 from tatonnet.distributed.shard import Shard, ShardSpec, build_specs
+from tatonnet.environment.build.agents import initial_price_rows
 from tatonnet.environment.build.shard_rows import check_reports, reduce_supply
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network
@@ -174,10 +175,7 @@ class ShardEngine:
         self.n_agents, self.n_goods = scenario.n_agents, scenario.n_goods
         self.numeraire = scenario.numeraire
         self._common(checkpoint_dir, kill_worker_at_round, max_recoveries, threads)
-        from tatonnet.environment.build.agents import initial_price_rows
-
-        base = initial_price_rows(scenario, 0, 0) if self.central else None
-        self._initial_prices = base
+        self._initial_prices = initial_price_rows(scenario, 0, 0) if self.central else None
         self.specs = None
         self._ranges = shard_ranges(self.n_agents, n_shards)
         self._start_shards()
@@ -249,32 +247,10 @@ class ShardEngine:
         return p[spec.start : spec.stop] if p.ndim == 2 else p
 
     def _start_shards(self) -> None:
-        if self.specs is None:  # shard-built: the shards draw their own rows
-            if self.use_ray:
-                import ray
-
-                t = self.threads
-                for env in (None, {"env_vars": {"NUMBA_NUM_THREADS": str(t)}}):
-                    opts = {"runtime_env": env} if env else {}
-                    remote = ray.remote(num_cpus=t, max_restarts=0, **opts)(Shard)
-                    self._build_shards(lambda: remote.remote(None, None, t))  # noqa: B023
-                    self.pids = ray.get([s.pid.remote() for s in self.shards])
-                    self.worker_threads = ray.get([s.threads.remote() for s in self.shards])
-                    if min(self.worker_threads) >= t or env:
-                        break
-                    for shard in self.shards:
-                        ray.kill(shard, no_restart=True)
-            else:
-                self._build_shards(lambda: Shard(None, None, self.threads))
-                self.pids = [os.getpid()] * len(self.shards)
-                self.worker_threads = [self.shards[0].threads()] * len(self.shards)
-            self._pending.clear()
-            self._messages = self._collect_outgoing()
-            return
         if self.use_ray:
             import ray
 
-            if not hasattr(self, "_spec_refs"):
+            if self.specs is not None and not hasattr(self, "_spec_refs"):
                 self._spec_refs = [ray.put(spec) for spec in self.specs]
             t = self.threads
             for env in (None, {"env_vars": {"NUMBA_NUM_THREADS": str(t)}}):
@@ -282,10 +258,7 @@ class ShardEngine:
                 # runtime_env costs seconds per actor, so it is set only where too small
                 opts = {"runtime_env": env} if env else {}
                 remote = ray.remote(num_cpus=t, max_restarts=0, **opts)(Shard)
-                self.shards = [
-                    remote.remote(ref, self._initial_rows(spec), t)
-                    for ref, spec in zip(self._spec_refs, self.specs, strict=True)
-                ]
+                self._create_shards(remote.remote)
                 self.pids = ray.get([s.pid.remote() for s in self.shards])
                 self.worker_threads = ray.get([s.threads.remote() for s in self.shards])
                 if min(self.worker_threads) >= t or env:
@@ -297,13 +270,23 @@ class ShardEngine:
                     f"Ray workers run {self.worker_threads} numba threads, {t} asked for"
                 )
         else:
-            self.shards = [
-                Shard(spec, self._initial_rows(spec), self.threads) for spec in self.specs
-            ]
+            self._create_shards(Shard)
             self.pids = [os.getpid()] * len(self.shards)
             self.worker_threads = [self.shards[0].threads()] * len(self.shards)
         self._pending.clear()
         self._messages = self._collect_outgoing()
+
+    def _create_shards(self, make) -> None:
+        """``self.shards`` from ``make(spec, initial_prices, threads)``: from the specs the
+        driver cut (``ray.put`` once), or empty shards that build their own rows."""
+        if self.specs is None:  # shard-built: the shards draw their own rows
+            self._build_shards(lambda: make(None, None, self.threads))
+            return
+        specs = self._spec_refs if self.use_ray else self.specs
+        self.shards = [
+            make(ref, self._initial_rows(spec), self.threads)
+            for ref, spec in zip(specs, self.specs, strict=True)
+        ]
 
     def _collect_outgoing(self) -> dict:
         messages = {}

@@ -237,13 +237,7 @@ class Shard:
         (in shard order; ``None`` for shards that read nothing of this one)."""
         report = self._builder.rows(edge_parts)
         ghost = report.pop("ghost_data")
-        n = len(self._builder.ranges)
-        report["nnz"] = int(self._builder.indptr[-1])
-        report["cut_entries"] = int((self._builder.local >= self._builder.stop
-                                     - self._builder.start).sum())  # fmt: skip
-        report["send_rows"] = {d: int(rows.size) for d, rows in self._builder.send.items()}
-        out = (report, *(ghost.get(d) for d in range(n)))
-        return out
+        return (report, *(ghost.get(d) for d in range(len(self._builder.ranges))))
 
     def build_finish(self, supply: np.ndarray, *ghost_parts) -> int:
         """Step 3: weights and signal scale from the ghosts' data (one part per shard, in

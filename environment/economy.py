@@ -157,7 +157,6 @@ def block_sums(x, start):
     return out
 
 
-
 @numba.njit(cache=True)
 def cobb_douglas_blocks(a, e, start):
     """Per reduction block, ``sum_i alpha_i e_i^T`` (blocks met, g, g), sequential in id

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tatonnet.agents.rules import PriceRule, RuleError, make_rule
 from tatonnet.agents.utility import FAMILY_NAMES, FAMILY_SIGMA, Family
 from tatonnet.environment import fisher, sizing
+from tatonnet.environment.build.streams import ENDOWMENT, GRAPH, PLACEMENT, PRICES, SHARES
 from tatonnet.environment.economy import Economy, EconomyError
 from tatonnet.environment.network import GENERATORS, Network, NetworkError, build_network
 from tatonnet.environment.ordering import locality_order, reorder
@@ -48,8 +49,7 @@ RESERVED_GOODS = ("demand", "dispersion")
 #: Longest scenario or good name (a name becomes part of a folder name).
 MAX_NAME = 100
 
-# seed streams (spawn_key[0])
-_SHARES, _ENDOWMENT, _PLACEMENT, _PRICES, _GRAPH = range(5)
+# seed streams (spawn_key[0]): tatonnet.environment.build.streams, shared by both builders
 
 
 class ScenarioError(ValueError):
@@ -199,6 +199,11 @@ class NetworkSpec(_Strict):
     placement: Literal["shuffled", "ordered"] = "shuffled"
     order: Literal["locality", "generator"] = "locality"
 
+    def params(self) -> dict:
+        """The generator's parameters given (``k``, ``p``, ``m``, ``path``)."""
+        skip = ("kind", "placement", "order")
+        return {k: v for k, v in self.model_dump().items() if k not in skip and v is not None}
+
 
 class Dynamics(_Strict):
     rule: str = "entropic"
@@ -310,6 +315,11 @@ class Scenario(_Strict):
                     )
                 seen.add(name)
 
+    @property
+    def graph_seed(self) -> int:
+        """The graph generator's seed: the scenario seed's graph stream (both builders)."""
+        return int(np.random.SeedSequence(self.seed, spawn_key=(GRAPH,)).generate_state(1)[0])
+
     def _shard_buildable(self):
         """``builder = "shards"``: a kind the shards can draw row by row, no Fisher market."""
         from tatonnet.environment.build.graphs import SHARD_GENERATORS, check_params
@@ -326,9 +336,7 @@ class Scenario(_Strict):
                 f"draw {', '.join(SHARD_GENERATORS)} (or central)"
             )
         if kind != "central":
-            from tatonnet.environment.build.shard_rows import network_params
-
-            check_params(kind, self.n_agents, network_params(self))
+            check_params(kind, self.n_agents, self.network.params())
 
     def _initial_price_range(self):
         prices = self.dynamics.initial_prices
@@ -613,8 +621,8 @@ def build_economy(scenario: Scenario) -> tuple[Economy, np.ndarray]:
     endow, shares, family, sigma, group = [], [], [], [], []
     for k, spec in enumerate(scenario.agents):
         n = spec.count
-        endow.append(_vector(spec.endowment, _rng(seed, _ENDOWMENT, k), n, g))
-        shares.append(_vector(spec.shares, _rng(seed, _SHARES, k), n, g))
+        endow.append(_vector(spec.endowment, _rng(seed, ENDOWMENT, k), n, g))
+        shares.append(_vector(spec.shares, _rng(seed, SHARES, k), n, g))
         code = FAMILY_NAMES[spec.utility]
         family.append(np.full(n, code, dtype=np.int8))
         sigma.append(np.full(n, spec.sigma if code == Family.CES else float(FAMILY_SIGMA[code])))
@@ -627,7 +635,7 @@ def _place(scenario: Scenario, arrays: list[np.ndarray]) -> tuple[Economy, np.nd
     """Shuffle the agents' rows (``placement = "shuffled"``) and build the Economy."""
     seed = scenario.seed
     if scenario.network.placement == "shuffled":
-        order = _rng(seed, _PLACEMENT).permutation(arrays[0].shape[0])
+        order = _rng(seed, PLACEMENT).permutation(arrays[0].shape[0])
         arrays = [a[order] for a in arrays]
     endow_, shares_, family_, sigma_, group_ = arrays
     try:
@@ -643,11 +651,11 @@ def _fisher_arrays(scenario: Scenario) -> list[np.ndarray]:
     f, m, seed = scenario.fisher, scenario.n_market_goods, scenario.seed
     n = f.buyers
     budgets = (
-        f.budgets.sample(_rng(seed, _ENDOWMENT, 0), n, 1)[:, 0]
+        f.budgets.sample(_rng(seed, ENDOWMENT, 0), n, 1)[:, 0]
         if isinstance(f.budgets, Draw)
         else np.full(n, f.budgets)
     )
-    valuations = _vector(f.valuations, _rng(seed, _SHARES, 0), n, m)
+    valuations = _vector(f.valuations, _rng(seed, SHARES, 0), n, m)
     supplies = np.broadcast_to(np.asarray(f.supplies, dtype=float), (m,)) * n
     code = FAMILY_NAMES[f.utility]
     sigma = f.sigma if code == Family.CES else float(FAMILY_SIGMA[code])
@@ -666,11 +674,9 @@ def build_network_for(scenario: Scenario) -> Network:
     if scenario.builder == "shards":
         return _shard_built(scenario)[2]
     spec = scenario.network
-    params = {k: v for k, v in spec.model_dump().items() if k not in ("kind", "placement", "order")}
-    params = {k: v for k, v in params.items() if v is not None}
-    seed = int(np.random.SeedSequence(scenario.seed, spawn_key=(_GRAPH,)).generate_state(1)[0])
+    seed = scenario.graph_seed
     try:
-        network = build_network(spec.kind, scenario.n_agents, seed, **params)
+        network = build_network(spec.kind, scenario.n_agents, seed, **spec.params())
     except ValueError as exc:
         raise ScenarioError(f"scenario {scenario.source or scenario.name}: {exc}") from None
     if spec.order == "locality" and not network.is_central:
@@ -695,5 +701,5 @@ def initial_prices(scenario: Scenario) -> np.ndarray:
     spread = scenario.dynamics.initial_spread
     if spread == 0 or scenario.network.kind == "central":
         return base
-    noise = _rng(scenario.seed, _PRICES).normal(0.0, spread, (scenario.n_agents, g))
+    noise = _rng(scenario.seed, PRICES).normal(0.0, spread, (scenario.n_agents, g))
     return base * np.exp(noise)

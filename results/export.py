@@ -167,12 +167,15 @@ class RunFolder:
     def edges(self) -> np.ndarray:
         """Undirected edges ``(source, target)``, source < target; (n_edges, 2) int64.
 
-        From ``edges.parquet``; for run folders written before it existed, rebuilt from the
-        scenario in ``run.json``.
+        From ``edges.parquet`` (or ``edges/``, the parts the shards wrote when they built
+        the economy); for run folders written before it existed, rebuilt from the scenario
+        in ``run.json``.
         """
         if self._edges is None:
             path = self.path / "edges.parquet"
-            if path.is_file():
+            if not path.is_file() and (self.path / "edges").is_dir():
+                path = self.path / "edges"
+            if path.exists():
                 t = pq.read_table(path)
                 self._edges = np.column_stack(
                     [t["source"].to_numpy(), t["target"].to_numpy()]

@@ -358,13 +358,13 @@ def _incompatible(rule_name: str, scenario) -> str | None:
 @functools.lru_cache(maxsize=16)
 def _economy(scenario_name: str, agents: int | None, graph: str, seed: int):
     """Scenario, economy and network of a cell (cached: cells share them)."""
-    from tatonnet.environment.scenario import build_economy, build_network_for, load_scenario
+    from tatonnet.environment.scenario import build_market, load_scenario
 
     sc = load_scenario(scenario_name).with_overrides(
         agents=agents, graph=None if graph == "scenario" else graph, seed=seed
     )
-    economy, _ = build_economy(sc)
-    return sc, economy, build_network_for(sc)
+    economy, _, network, _ = build_market(sc)
+    return sc, economy, network
 
 
 @functools.lru_cache(maxsize=16)

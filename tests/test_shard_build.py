@@ -21,11 +21,7 @@ from tatonnet.distributed.engine import ShardEngine
 from tatonnet.distributed.partition import shard_ranges
 from tatonnet.distributed.shard import build_specs, spec_from_rows
 from tatonnet.environment.build.graphs import decided_edges
-from tatonnet.environment.build.shard_rows import (
-    build_in_process,
-    graph_seed,
-    network_params,
-)
+from tatonnet.environment.build.shard_rows import build_in_process
 from tatonnet.environment.model import MarketModel
 from tatonnet.environment.network import from_edges
 from tatonnet.environment.scenario import ScenarioError, build_market, load_scenario
@@ -98,7 +94,7 @@ def test_any_shard_count_builds_the_driver_cut_of_the_whole_build(graph):
 def test_whole_build_is_from_edges_of_the_decided_edges(graph):
     sc = _scenario(graph)
     _, _, network, _ = build_market(sc)
-    us, vs = decided_edges(graph, sc.n_agents, graph_seed(sc), network_params(sc), 0, N)
+    us, vs = decided_edges(graph, sc.n_agents, sc.graph_seed, sc.network.params(), 0, N)
     ref = from_edges(np.stack([us, vs], axis=1), N, graph)
     for name in ("indptr", "indices", "mixing"):
         assert np.array_equal(getattr(network, name), getattr(ref, name)), name
@@ -197,3 +193,25 @@ def test_model_engine_factory_uses_self_built_shards():
     _, ref = _model_history(sc, 10)
     _, got = _model_history(sc, 10, functools.partial(ShardEngine, n_shards=2, use_ray=False))
     assert _same(got, ref)
+
+
+def test_a_run_the_shards_wrote_exports_their_edges(tmp_path, monkeypatch):
+    """``edges/`` (parts by shard) is read as the run's edges, not rebuilt from run.json."""
+    from tatonnet.cli import run
+    from tatonnet.environment import scenario as scenario_module
+    from tatonnet.results.export import open_run
+
+    out = tmp_path / "sharded"
+    args = ["--builder", "shards", "--agents", str(N), "--rounds", "5", "--workers", "1",
+            "--no-reference", "--quiet", "--out", str(out)]  # fmt: skip
+    assert run.main(args) == 0
+    assert (out / "edges").is_dir() and not (out / "edges.parquet").exists()
+
+    def no_rebuild(*_):
+        raise AssertionError("the edges were rebuilt from the scenario")
+
+    monkeypatch.setattr(scenario_module, "build_network_for", no_rebuild)
+    edges = open_run(out).edges()
+    _, _, network, _ = build_market(_scenario("small-world").with_overrides(rounds=5))
+    src, dst, _ = network.edge_list()
+    assert np.array_equal(np.sort(edges[:, 0] * N + edges[:, 1]), np.sort(src * N + dst))

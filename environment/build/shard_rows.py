@@ -32,20 +32,6 @@ from tatonnet.environment.tatonnement.kernel import sum_blocks
 CONNECTED_BY_CONSTRUCTION = ("ring", "grid", "small-world", "scale-free", "central")
 
 
-def network_params(scenario) -> dict:
-    """The generator's parameters from the scenario's ``[network]`` table."""
-    spec = scenario.network
-    skip = ("kind", "placement", "order", "path")
-    return {k: v for k, v in spec.model_dump().items() if k not in skip and v is not None}
-
-
-def graph_seed(scenario) -> int:
-    """The graph's seed: the scenario seed's graph stream (as the driver builder's)."""
-    from tatonnet.environment.build.streams import GRAPH
-
-    return int(np.random.SeedSequence(scenario.seed, spawn_key=(GRAPH,)).generate_state(1)[0])
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class ShardRows:
     """A built shard (``o`` own agents, ``h`` ghosts, ``g`` goods).
@@ -68,11 +54,6 @@ class ShardRows:
     agents: AgentRows
     inv_scale: np.ndarray
     prices: np.ndarray
-
-    @property
-    def edge_cut_entries(self) -> int:
-        """Adjacency entries of own rows that point to another shard's agents."""
-        return int((self.indices >= self.stop - self.start).sum())
 
 
 class ShardBuilder:
@@ -101,7 +82,7 @@ class ShardBuilder:
             return empty
         sc = self.scenario
         us, vs = decided_edges(
-            sc.network.kind, self.n, graph_seed(sc), network_params(sc), self.start, self.stop
+            sc.network.kind, self.n, sc.graph_seed, sc.network.params(), self.start, self.stop
         )
         return {**empty, **assemble.route_edges(us, vs, self.starts)}
 
@@ -111,7 +92,8 @@ class ShardBuilder:
 
         ``supply_blocks`` (b, g), ``components`` (count), ``ghost_labels`` {src: labels of
         the ghosts it owns}, ``send_labels`` {dst: labels of the rows it reads},
-        ``ghost_data`` {dst: (degrees, endowments) of the rows it reads}.
+        ``ghost_data`` {dst: (degrees, endowments) of the rows it reads}, ``nnz``,
+        ``cut_entries`` (adjacency entries to other shards), ``send_rows`` {dst: count}.
         """
         o = self.stop - self.start
         report = {"supply_blocks": block_sums(self.agents.endowments, self.start)}
@@ -133,6 +115,9 @@ class ShardBuilder:
             count, labels = assemble.local_components(self.indptr, self.local,
                                                       o + self.ghosts.size)  # fmt: skip
         report["components"] = int(count)
+        report["nnz"] = int(self.indptr[-1])
+        report["cut_entries"] = int((self.local >= o).sum())  # entries pointing to ghosts
+        report["send_rows"] = {d: int(rows.size) for d, rows in self.send.items()}
         report["ghost_labels"] = {s: labels[o + pos] for s, pos in self.recv.items()}
         report["send_labels"] = {d: labels[rows] for d, rows in self.send.items()}
         report["ghost_data"] = {

@@ -412,10 +412,9 @@ def run_trade_scenario(scenario, rounds: int | None = None, tol: float | None = 
 
     from tqdm import tqdm
 
-    from tatonnet.environment.scenario import build_economy, build_network_for
+    from tatonnet.environment.scenario import build_market
 
-    economy, group = build_economy(scenario)
-    network = build_network_for(scenario)
+    economy, group, network, _ = build_market(scenario)
     config, default_rounds, default_tol = trade_config_for(scenario, group)
     rounds, tol = rounds or default_rounds, tol or default_tol
     every = max(1, economy.n_agents // 50) if tol else 1
