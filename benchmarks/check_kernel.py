@@ -93,7 +93,7 @@ def thread_invariance() -> bool:
             kernel.network_round(
                 net.indptr, net.indices, net.mixing, *src, *dst, *dyn._arrays, dyn.inv_scale, 0,
                 dyn.space == "log", dyn.signal == "tracking", model.economy.numeraire,
-                dyn.rule.kernel, dyn._params, buffers, out,
+                dyn.rule.kernel, dyn._params, buffers, np.arange(dyn.n_blocks), out,
             )  # fmt: skip
             partials.append(out)
             src, dst = dst, src

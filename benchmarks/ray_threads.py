@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import statistics
 import subprocess
@@ -71,10 +72,12 @@ def run_inproc(economy, network, rule, p0, rounds: int, threads: int) -> dict:
         dynamics.MAX_THREADS = saved
 
 
-def run_ray(economy, network, rule, p0, group, rounds: int, workers: int, threads: int) -> dict:
+def run_ray(economy, network, rule, p0, group, rounds: int, workers: int, threads: int,
+            exchange: str = "driver", sync_every: int = 1) -> dict:  # fmt: skip
     t0 = time.perf_counter()
     engine = ShardEngine(economy, network, rule, "tracking", p0, group, workers,
-                         use_ray=True, threads=threads)  # fmt: skip
+                         use_ray=True, threads=threads, exchange=exchange,
+                         sync_every=sync_every)  # fmt: skip
     start_s = time.perf_counter() - t0
     try:
         engine.plan(0.0, rounds + 1)  # tol 0: never stops early; one worker batches rounds
@@ -105,7 +108,7 @@ def run_ray(economy, network, rule, p0, group, rounds: int, workers: int, thread
         engine.shutdown()
 
 
-def part1(n: int, rounds: int, repeats: int, seed: int = 0) -> dict:
+def part1(n: int, rounds: int, repeats: int, sync_every=(10,), seed: int = 0) -> dict:
     log(f"building the economy and graph ({n:,} agents) ...")
     t0 = time.perf_counter()
     economy = make_economy(n, seed)
@@ -117,7 +120,15 @@ def part1(n: int, rounds: int, repeats: int, seed: int = 0) -> dict:
     configs = {
         "inproc-2t": lambda: run_inproc(economy, network, rule, p0, rounds, 2),
         "ray-1x2": lambda: run_ray(economy, network, rule, p0, group, rounds, 1, 2),
-        "ray-2x1": lambda: run_ray(economy, network, rule, p0, group, rounds, 2, 1),
+        "ray-2x1": lambda: run_ray(economy, network, rule, p0, group, rounds, 2, 1, "driver"),
+        "ray-2x1-graph": lambda: run_ray(economy, network, rule, p0, group, rounds, 2, 1, "peer"),
+        **{
+            f"ray-2x1{kind}-sync{r}": functools.partial(
+                run_ray, economy, network, rule, p0, group, rounds, 2, 1, exchange, r
+            )
+            for r in sync_every
+            for kind, exchange in (("", "driver"), ("-graph", "peer"))
+        },
     }
     t1 = time.perf_counter()
     where = cluster.connect(2)  # 2 CPUs: both 1 x 2 and 2 x 1 fit
@@ -209,6 +220,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--breakdown-n", type=int, default=10_000)
     ap.add_argument("--breakdown-rounds", type=int, default=300)
+    ap.add_argument("--sync-every", type=int, nargs="*", default=[10],
+                    help="--sync-every values of extra 2 x 1 peer runs")
     ap.add_argument("--skip-default-run", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "ray_threads.json")
     args = ap.parse_args(argv)
@@ -220,8 +233,8 @@ def main(argv=None) -> int:
         "load_average_start": load_average(),
         "git": git_info(),
     }
-    report["large"] = part1(args.n, args.rounds, args.repeats)
-    report["small"] = part1(args.breakdown_n, args.breakdown_rounds, 1)
+    report["large"] = part1(args.n, args.rounds, args.repeats, args.sync_every)
+    report["small"] = part1(args.breakdown_n, args.breakdown_rounds, 1, args.sync_every)
     if not args.skip_default_run:
         report["default_run"] = part2(args.repeats)
     report["numba_threading_layer"] = numba.threading_layer()

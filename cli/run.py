@@ -136,6 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
         "at most T threads in this process",
     )
     parser.add_argument(
+        "--sync-every",
+        type=positive_int,
+        metavar="R",
+        default=1,
+        help="Ray workers run R rounds before the driver takes their partial sums (the "
+        "stop is still decided from every round; a batch that stops early is run again "
+        "to its stop round from a snapshot); default 1",
+    )
+    parser.add_argument(
+        "--exchange",
+        choices=("driver", "peer"),
+        default="driver",
+        help="how Ray workers pass boundary rows: driver (default: actor calls chained by "
+        "object refs) or peer (a Ray Compiled Graph, shard to shard; its actors poll their "
+        "channels, about a core each: see docs/07-performance.md)",
+    )
+    parser.add_argument(
         "--address",
         metavar="HOST:PORT",
         help="join an existing Ray cluster (default: $RAY_ADDRESS, else a "
@@ -239,6 +256,7 @@ def _main(argv: list[str] | None = None) -> int:
             options = RunOptions(
                 workers="auto" if args.workers is None else args.workers,
                 threads=args.threads, address=args.address,
+                sync_every=args.sync_every, exchange=args.exchange,
                 checkpoint_every=args.checkpoint_every, reference=args.reference,
                 progress=not args.quiet, kill_worker_at_round=args.kill_worker_at_round,
             )  # fmt: skip

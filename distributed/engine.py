@@ -16,6 +16,18 @@
   (:meth:`tatonnet.distributed.shard.Shard.run_rounds`), ending a batch at the run's stop
   rule, its last round, checkpoints and test hooks; :meth:`ShardEngine.step` then hands out
   one round's metrics per call, the same rounds and bits as one call a round.
+* **Batches of rounds** (``sync_every`` R > 1, ``--sync-every``): the driver submits R
+  rounds before it takes their partials, so its round trip is paid once per batch. The
+  shards first keep a snapshot of their state; if a round inside the batch stops the run,
+  they return to it and run exactly to the stop round again (the replayed partials are
+  checked equal, bit for bit), so the result is the round-by-round result.
+* **Shard-to-shard exchange** (``exchange="peer"``, ``--exchange peer``): the round is a
+  Ray Compiled Graph (:meth:`ShardEngine._compile_graph`): each shard writes its boundary
+  rows straight into channels read by the shards that need them (shared memory on one
+  node), runs its interior blocks, then its boundary blocks; the driver writes one flag a
+  round and reads the partials. Compiled when the rounds start and torn down before
+  anything else (its actors poll their channels, about a core each, while it exists).
+  Measured against the default in ``docs/07-performance.md``.
 
 **Checkpoints and recovery.** When the driver asks (``--checkpoint-every R``) each shard
 writes its own rows to ``<checkpoint_dir>/round-<R>/shard-<k>.npz``; the driver adds ``engine.json`` (and
@@ -55,6 +67,7 @@ from tatonnet.environment.tatonnement.dynamics import (
     prices_from_coords,
     reduce_partials,
 )
+from tatonnet.environment.tatonnement.status import check_stop
 
 
 class WorkerLost(RuntimeError):
@@ -80,6 +93,9 @@ class ShardEngine:
     BATCH_SECONDS = 0.5
     #: Most rounds in one batched call.
     MAX_BATCH = 1024
+    #: Seconds the driver waits for one round of a compiled graph before it gives up (a
+    #: dead worker is seen at once: its channels close).
+    GRAPH_TIMEOUT = 3600.0
 
     def __init__(
         self,
@@ -97,7 +113,15 @@ class ShardEngine:
         max_recoveries: int = 3,
         threads: int | None = None,
         scenario=None,
+        exchange: str = "driver",
+        sync_every: int = 1,
     ):
+        if exchange not in ("peer", "driver"):
+            raise ValueError(f"exchange {exchange!r}: expected 'peer' or 'driver'")
+        if int(sync_every) < 1:
+            raise ValueError(f"--sync-every {sync_every}: expected 1 or more")
+        self.exchange, self.sync_every = exchange, int(sync_every)
+        self._n_shards = int(n_shards)
         if economy is None:  # a shard-built economy (``builder = "shards"``)
             self._init_from_scenario(
                 scenario, rule, signal_kind, n_shards, use_ray=use_ray,
@@ -151,6 +175,8 @@ class ShardEngine:
         kill_worker_at_round: int | None = None,
         max_recoveries: int = 3,
         threads: int | None = None,
+        exchange: str = "driver",
+        sync_every: int = 1,
     ) -> ShardEngine:
         """The engine of a ``builder = "shards"`` scenario: every shard draws its own agents
         and graph rows (:mod:`tatonnet.environment.build.shard_rows`); the driver holds no
@@ -159,6 +185,7 @@ class ShardEngine:
             None, None, rule, signal_kind, None, None, n_shards, use_ray=use_ray,
             checkpoint_dir=checkpoint_dir, kill_worker_at_round=kill_worker_at_round,
             max_recoveries=max_recoveries, threads=threads, scenario=scenario,
+            exchange=exchange, sync_every=sync_every,
         )  # fmt: skip
 
     def _init_from_scenario(self, scenario, rule, signal_kind, n_shards, *, use_ray,
@@ -188,7 +215,12 @@ class ShardEngine:
         self.max_recoveries = max_recoveries
         self.recoveries = 0
         self.threads = (threads or 1) if self.use_ray else threads
-        self.seconds = {"submit": 0.0, "wait": 0.0, "reduce": 0.0}  # driver side, rounds only
+        self.seconds = {
+            "submit": 0.0,
+            "wait": 0.0,
+            "reduce": 0.0,
+            "compile": 0.0,
+        }  # driver side, rounds only
         self._plan = None  # (tol, last_round, checkpoint_every, stop_after) once planned
         self._pending: collections.deque = collections.deque()
         self._batch = 1
@@ -238,8 +270,8 @@ class ShardEngine:
         self.partition = Partition(
             tuple(ranges), cut // 2, (nnz - self.n_agents) // 2, time.perf_counter() - t0
         )
-        self.bytes_per_round = 8 * 2 * self.n_goods * sum(
-            sum(r["send_rows"].values()) for r in reports
+        self.bytes_per_round = (
+            8 * 2 * self.n_goods * sum(sum(r["send_rows"].values()) for r in reports)
         )
 
     def _initial_rows(self, spec: ShardSpec) -> np.ndarray:
@@ -274,7 +306,43 @@ class ShardEngine:
             self.pids = [os.getpid()] * len(self.shards)
             self.worker_threads = [self.shards[0].threads()] * len(self.shards)
         self._pending.clear()
-        self._messages = self._collect_outgoing()
+        self._graph = None  # compiled at the first round (:meth:`_exchange`)
+        self._messages = {} if self.peer else self._collect_outgoing()
+
+    @property
+    def peer(self) -> bool:
+        """Whether boundary rows go shard to shard: Ray, two or more shards of a network,
+        each with neighbouring shards, and ``exchange="peer"``."""
+        return (
+            self.use_ray and not self.central and self._n_shards > 1
+            and self.exchange == "peer"
+            and all(sources and dests for sources, dests in self._routes)
+        )  # fmt: skip
+
+    def _compile_graph(self):
+        """The round as a Ray Compiled Graph: each shard sends its boundary rows straight
+        to the shards that read them (shared-memory channels on a node), runs its interior
+        blocks, then its boundary blocks once the rows have arrived; the driver writes one
+        flag (keep a snapshot) and reads the per-block partials."""
+        from ray.dag import InputNode, MultiOutputNode
+
+        shards, routes = self.shards, self._routes
+        with InputNode() as snapshot:
+            begin = [s.graph_begin.bind(snapshot) for s in shards]
+            sent = []
+            for s, b, (_, dests) in zip(shards, begin, routes, strict=True):
+                out = s.graph_send.options(num_returns=len(dests)).bind(b)
+                sent.append(dict(zip(dests, out if len(dests) > 1 else [out], strict=True)))
+            interior = [s.graph_interior.bind(b) for s, b in zip(shards, begin, strict=True)]
+            partials = [
+                s.graph_boundary.bind(token, *[sent[src][k] for src in sources])
+                for k, (s, token, (sources, _)) in enumerate(zip(shards, interior, routes,
+                                                                  strict=True))
+            ]  # fmt: skip
+            dag = MultiOutputNode(partials)
+        return dag.experimental_compile(
+            _submit_timeout=self.GRAPH_TIMEOUT, _max_inflight_executions=self.sync_every
+        )
 
     def _create_shards(self, make) -> None:
         """``self.shards`` from ``make(spec, initial_prices, threads)``: from the specs the
@@ -342,7 +410,7 @@ class ShardEngine:
         """Whether rounds run in batches (one Ray worker without neighbours, planned)."""
         return (
             self.use_ray and self._plan is not None and not self.central
-            and len(self.shards) == 1
+            and (len(self.shards) == 1 or self.peer or self.sync_every > 1)
         )  # fmt: skip
 
     @property
@@ -353,7 +421,8 @@ class ShardEngine:
     def _batch_end(self) -> int:
         """The last round the next batch may run to."""
         _, last, every, stop_after = self._plan
-        end = min(last, self.round + self._batch)
+        batch = self.sync_every if len(self.shards) > 1 else self._batch
+        end = min(last, self.round + batch)
         if every:
             end = min(end, (self.round // every + 1) * every)
         for hook in (stop_after, self.kill_worker_at_round):
@@ -364,6 +433,9 @@ class ShardEngine:
     def _fill_batch(self) -> None:
         import ray
 
+        if len(self.shards) > 1:
+            self._pending.extend(self._exchange(self._batch_end() - self.round, self._plan[0]))
+            return
         tol = self._plan[0]
         n = self._batch_end() - self.round
         t0 = time.perf_counter()
@@ -390,11 +462,15 @@ class ShardEngine:
                     if not self._pending:
                         self._fill_batch()
                     metrics = self._pending.popleft()
+                elif self.central:
+                    metrics = self._central_round()
+                elif self.peer:
+                    (metrics,) = self._exchange(1)
                 else:
-                    metrics = self._central_round() if self.central else self._network_round()
+                    metrics = self._network_round()
                 break
             except Exception as exc:  # a dead Ray worker surfaces here
-                if not cluster.is_worker_loss(exc):
+                if not (cluster.is_worker_loss(exc) or self._graph_broken(exc)):
                     raise
                 self._recover(from_round)
         self.round += 1
@@ -405,24 +481,10 @@ class ShardEngine:
 
     def _network_round(self) -> RoundMetrics:
         t0 = time.perf_counter()
-        new, partial_refs = {}, []
-        for k, (shard, (sources, dests)) in enumerate(zip(self.shards, self._routes, strict=True)):
-            incoming = [self._messages[(s, k)] for s in sources]
-            if self.use_ray:
-                result = self._call(shard, "ray_round", *incoming, num_returns=1 + len(dests))
-                result = [result] if not dests else result
-            else:
-                partials, out = shard.round_trip(
-                    dict(zip(sources, incoming, strict=True))
-                )
-                result = [partials] + [out[d] for d in dests]
-            partial_refs.append(result[0])
-            for d, message in zip(dests, result[1:], strict=True):
-                new[(k, d)] = message
+        partial_refs = self._submit_round()
         t1 = time.perf_counter()
         partials = self._get(partial_refs)  # the one batched get of the round
         t2 = time.perf_counter()
-        self._messages = new
         metrics = reduce_partials(
             self.round + 1, np.concatenate(partials), self.supply, self.n_agents
         )
@@ -430,6 +492,114 @@ class ShardEngine:
         self.seconds["wait"] += t2 - t1
         self.seconds["reduce"] += time.perf_counter() - t2
         return metrics
+
+    def _submit_round(self) -> list:
+        """Submit one driver-orchestrated round (messages as object refs from each shard's
+        last call to the next); returns every shard's partials (refs on Ray)."""
+        new, partial_refs = {}, []
+        for k, (shard, (sources, dests)) in enumerate(zip(self.shards, self._routes, strict=True)):
+            incoming = [self._messages[(s, k)] for s in sources]
+            if self.use_ray:
+                result = self._call(shard, "ray_round", *incoming, num_returns=1 + len(dests))
+                result = [result] if not dests else result
+            else:
+                partials, out = shard.round_trip(dict(zip(sources, incoming, strict=True)))
+                result = [partials] + [out[d] for d in dests]
+            partial_refs.append(result[0])
+            for d, message in zip(dests, result[1:], strict=True):
+                new[(k, d)] = message
+        self._messages = new
+        return partial_refs
+
+    def _exchange(self, n_rounds: int, tol: float | None = None) -> list[RoundMetrics]:
+        """``n_rounds`` rounds submitted before the driver takes their per-block partials
+        (``--sync-every``): through the compiled graph (``exchange="peer"``) or as chained
+        actor calls.
+
+        With ``tol`` and more than one round the shards first keep their state; if a round
+        inside the batch stops the run (:func:`check_stop`, the driver's rule), they go
+        back and run exactly to it again — the replayed partials must equal the first ones,
+        bit for bit.
+        """
+        t0 = time.perf_counter()
+        if self.peer and self._graph is None:
+            self._graph = self._compile_graph()
+            self.seconds["compile"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+        snapshot = tol is not None and n_rounds > 1
+        messages = self._messages
+        if snapshot and not self.peer:
+            self._get([s.keep_snapshot.remote() for s in self.shards])
+        parts = self._run_rounds(n_rounds, snapshot)
+        t1 = time.perf_counter()
+        metrics = [
+            reduce_partials(self.round + 1 + i, np.concatenate(p), self.supply, self.n_agents)
+            for i, p in enumerate(parts)
+        ]
+        if snapshot:
+            stop = next((i for i, m in enumerate(metrics) if _stops(m, tol)), None)
+            if stop is not None and stop < n_rounds - 1:
+                self._get([s.rollback.remote() for s in self.shards])
+                self._messages = messages
+                again = self._run_rounds(stop + 1, False)
+                for a, p in zip(again, parts, strict=False):  # the first stop + 1 rounds
+                    if not all(np.array_equal(x, y, equal_nan=True)
+                               for x, y in zip(a, p, strict=True)):  # fmt: skip
+                        raise RuntimeError(
+                            "rounds replayed to the stop differ from the first run (the "
+                            "engine is not deterministic); run stopped"
+                        )
+                metrics = metrics[: stop + 1]
+        t2 = time.perf_counter()
+        self.seconds["wait"] += t1 - t0
+        self.seconds["reduce"] += t2 - t1
+        return metrics
+
+    def _run_rounds(self, n_rounds: int, snapshot: bool) -> list[list[np.ndarray]]:
+        """``n_rounds`` rounds, at most ``sync_every`` in flight: [round][shard] partials.
+        ``snapshot`` (compiled graph): the first round keeps the state."""
+        import ray
+
+        if self.peer:
+
+            def submit(i):
+                return self._graph.execute(snapshot and i == 0)
+
+            def take(ref):  # copies: a graph's outputs are views of its channel buffers,
+                # which stay locked (no further round) while a view is held
+                return [np.array(p) for p in ray.get(ref, timeout=self.GRAPH_TIMEOUT)]
+        else:
+
+            def submit(i):
+                return self._submit_round()
+
+            def take(refs):
+                return ray.get(refs)
+
+        window, refs, out = self.sync_every, collections.deque(), []
+        for i in range(n_rounds):
+            if len(refs) == window:
+                out.append(take(refs.popleft()))
+            refs.append(submit(i))
+        out.extend(take(r) for r in refs)
+        return out
+
+    def _graph_broken(self, exc: BaseException) -> bool:
+        """A compiled graph's channel closed: one of its actors died (channels close with
+        their process), unless every shard still answers."""
+        import ray
+        import ray.exceptions
+
+        if self._graph is None or not isinstance(exc, ray.exceptions.RayChannelError):
+            return False
+        alive = 0
+        for shard in self.shards:
+            try:
+                ray.get(shard.pid.remote(), timeout=10)
+                alive += 1
+            except Exception:  # noqa: BLE001 - dead or unreachable: a worker loss
+                pass
+        return alive < len(self.shards)
 
     def shard_timings(self) -> list[dict[str, float]]:
         """Each shard's seconds in ``receive``, the kernel and ``outgoing`` so far."""
@@ -493,16 +663,23 @@ class ShardEngine:
 
         for shard in self.shards:
             ray.kill(shard, no_restart=True)
+        self._teardown_graph()
         self._start_shards()
         if self.central:  # the auctioneer's state lives in the driver; shards are stateless
             return
         folder = self.latest_checkpoint()
         self.round = self._restore_from(folder) if folder else 0
         while self.round < to_round:  # replay: deterministic, so identical to what was lost
-            self._network_round()
-            self.round += 1
+            n = min(to_round - self.round, self.MAX_BATCH)
+            self._exchange(n)
+            self.round += n
 
-    def _settled(self, what: str) -> None:
+    def _settled(self, what: str, keep_graph: bool = False) -> None:
+        """Before anything but a round: no rounds pending, and (unless ``keep_graph``) the
+        compiled graph torn down — its actors poll their channels while it exists, which
+        would take CPU from the reference solve and the outputs."""
+        if not keep_graph:
+            self._teardown_graph()
         if self._pending:
             raise RuntimeError(
                 f"{what}: the shard ran {len(self._pending)} round(s) past round {self.round} "
@@ -511,7 +688,7 @@ class ShardEngine:
 
     def checkpoint(self) -> Path:
         """Write every shard's state and the driver's, then mark the folder complete."""
-        self._settled("checkpoint")
+        self._settled("checkpoint", keep_graph=True)
         folder = self.checkpoint_dir / f"round-{self.round:09d}"
         folder.mkdir(parents=True, exist_ok=True)
         self._get([self._call(s, "checkpoint", str(folder)) for s in self.shards])
@@ -550,7 +727,8 @@ class ShardEngine:
             self._central_coords = np.array(state["coords"])
             self._central_excess = np.array(state["excess"])
             self._central_buffers = np.array(state["buffers"])
-        self._messages = self._collect_outgoing()
+        if not self.peer:  # peers send their rows themselves, at the next round
+            self._messages = self._collect_outgoing()
         return state["round"]
 
     def restore(self, folder: Path) -> int:
@@ -585,13 +763,28 @@ class ShardEngine:
                                    (self.n_agents, self.n_goods))  # fmt: skip
         return np.concatenate(self._get([self._call(s, "prices") for s in self.shards]))
 
+    def _teardown_graph(self) -> None:
+        graph, self._graph = getattr(self, "_graph", None), None
+        if graph is not None:
+            try:
+                graph.teardown()
+            except Exception:  # noqa: BLE001 - a graph whose actor died is torn down anyway
+                pass
+
     def shutdown(self) -> None:
+        self._teardown_graph()
         if self.use_ray:
             import ray
 
             for shard in self.shards:
                 ray.kill(shard, no_restart=True)
         self.shards = []
+
+
+def _stops(metrics: RoundMetrics, tol: float) -> bool:
+    """Whether these metrics stop the run (the driver's rule, :func:`check_stop`)."""
+    m = metrics
+    return check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max, tol) is not None
 
 
 def _empty(n_agents: int) -> Network:

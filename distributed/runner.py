@@ -78,6 +78,8 @@ class RunOptions:
     ray: bool | None = None
     reason: str = ""
     address: str | None = None
+    sync_every: int = 1
+    exchange: str = "driver"
     checkpoint_every: int = 0
     reference: bool = True
     progress: bool = True
@@ -96,6 +98,10 @@ class RunOptions:
             return resolve_options(self, scenario, connect=False).check(scenario)
         if self.threads is not None and self.threads < 1:
             raise RunConfigError(f"--threads {self.threads}: expected 1 or more")
+        if self.sync_every < 1:
+            raise RunConfigError(f"--sync-every {self.sync_every}: expected 1 or more")
+        if self.exchange not in ("driver", "peer"):
+            raise RunConfigError(f"--exchange {self.exchange!r}: expected driver or peer")
         if self.ray and self.workers < 1:
             raise RunConfigError("Ray needs --workers 1 or more")
         if self.checkpoint_every and self.workers == 0:
@@ -208,6 +214,8 @@ def engine_factory(options: RunOptions, work: Path | None):
         checkpoint_dir=(work / "checkpoints") if work is not None else None,
         kill_worker_at_round=options.kill_worker_at_round,
         threads=options.threads,
+        exchange=options.exchange,
+        sync_every=options.sync_every,
     )
 
 
@@ -375,6 +383,8 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
         "workers": options.workers,
         "threads": options.threads,
         "worker_threads": threads,
+        "exchange": None if engine is None or not engine.use_ray else engine.exchange,
+        "sync_every": None if engine is None or not engine.use_ray else engine.sync_every,
         "engine": where,
         "engine_reason": options.reason,
         "edge_cut": None if part is None else part.edge_cut,

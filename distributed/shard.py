@@ -22,6 +22,13 @@ A shard with no neighbours (the only shard of a run) can also run many rounds in
 (:meth:`Shard.run_rounds`): it returns every round's partials and stops after the first
 round whose metrics stop the run, so the driver sees the same rounds as one call a round.
 
+In a Ray Compiled Graph (shard-to-shard exchange) a round is four tasks:
+:meth:`Shard.graph_begin`, :meth:`Shard.graph_send` (boundary rows into the channels),
+:meth:`Shard.graph_interior` (the blocks that read no ghost row, while the rows travel) and
+:meth:`Shard.graph_boundary` (ghost rows written, the other blocks). Partials are per block,
+so the order of the blocks does not change a bit. :meth:`Shard.keep_snapshot` /
+:meth:`Shard.rollback` return to the start of a batch that stopped early.
+
 Threads: a shard runs the kernel on ``threads`` numba threads (a Ray worker reserves as
 many CPUs); results do not depend on the count.
 """
@@ -29,6 +36,7 @@ many CPUs); results do not depend on the count.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from pathlib import Path
@@ -158,6 +166,40 @@ def spec_from_rows(k: int, rows: ShardRows, rule: PriceRule, tracking: bool, num
     )  # fmt: skip
 
 
+def _own_threads(method):
+    """Run ``method`` on the shard's numba thread count: the count is per calling thread,
+    and an actor that takes concurrent calls (shard-to-shard exchange) runs each call on a
+    thread of its pool."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._n_threads is not None and numba.get_num_threads() != self._n_threads:
+            numba.set_num_threads(self._n_threads)
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _boundary_blocks(spec: ShardSpec) -> np.ndarray:
+    """The shard's reduction blocks (0-based) with a row that reads a ghost row."""
+    first = spec.start // kernel.BLOCK
+    offset = spec.start - first * kernel.BLOCK  # row 0's place in its block
+    n_blocks = kernel.n_blocks(spec.stop) - first
+    marks = _mark_boundary(spec.indptr, spec.indices, spec.n_own, offset, kernel.BLOCK, n_blocks)
+    return np.flatnonzero(marks).astype(np.int64)
+
+
+@numba.njit(cache=True)
+def _mark_boundary(indptr, indices, n_own, offset, block, n_blocks):
+    marks = np.zeros(n_blocks, dtype=np.bool_)
+    for r in range(n_own):
+        for k in range(indptr[r], indptr[r + 1]):
+            if indices[k] >= n_own:
+                marks[(r + offset) // block] = True
+                break
+    return marks
+
+
 class Shard:
     """The agents ``spec.start..spec.stop-1`` and their ghosts; see the module docstring."""
 
@@ -168,9 +210,12 @@ class Shard:
         threads: int | None = None,
     ):
         """``spec`` None: the shard builds its own rows (:meth:`build_decide`, ...)."""
+        self._n_threads = None
         if threads is not None:
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+            self._n_threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+            numba.set_num_threads(self._n_threads)
         self.spec = None
+        self._snapshot = None
         if spec is not None:
             self._setup(spec, initial_prices)
 
@@ -204,6 +249,9 @@ class Shard:
         kernel.excess_demand_rows(coords, self._log, *self._arrays, excess)
         tracker[:] = excess
         self.n_blocks = kernel.n_blocks(s.stop) - s.start // kernel.BLOCK
+        self._all_blocks = np.arange(self.n_blocks, dtype=np.int64)
+        self._boundary = _boundary_blocks(s)
+        self._interior = np.setdiff1d(self._all_blocks, self._boundary)
         # ghost rows of one sender are one contiguous run (ghosts are sorted by global id,
         # shards are contiguous id ranges): receive copies slices, not fancy-indexed rows
         self._recv_slices = {}
@@ -220,6 +268,7 @@ class Shard:
         self.seconds = {"receive": 0.0, "kernel": 0.0, "outgoing": 0.0}
 
     # ---- building its own rows (scenario builder "shards") --------------------------------
+    @_own_threads
     def build_decide(self, scenario: dict, ranges, k: int, signal: str, rule: PriceRule):
         """Step 1 of :mod:`tatonnet.environment.build.shard_rows`: the edges this shard's
         rows decide, one ``(us, vs)`` pair per shard in shard order."""
@@ -232,6 +281,7 @@ class Shard:
         out = tuple(decided[d] for d in range(len(ranges)))
         return out[0] if len(out) == 1 else out
 
+    @_own_threads
     def build_rows(self, *edge_parts):
         """Step 2: own rows; returns the small report, then the ghost data of each shard
         (in shard order; ``None`` for shards that read nothing of this one)."""
@@ -239,6 +289,7 @@ class Shard:
         ghost = report.pop("ghost_data")
         return (report, *(ghost.get(d) for d in range(len(self._builder.ranges))))
 
+    @_own_threads
     def build_finish(self, supply: np.ndarray, *ghost_parts) -> int:
         """Step 3: weights and signal scale from the ghosts' data (one part per shard, in
         shard order; ``None`` where that shard sends nothing); the shard is then ready."""
@@ -283,12 +334,18 @@ class Shard:
         self.seconds["receive"] += time.perf_counter() - t0
 
     # ---- the round -----------------------------------------------------------------------
+    @_own_threads
     def step(self) -> np.ndarray:
         """One round on the own rows; returns the per-block partials (b, N_PARTIALS, g)."""
+        partials = np.empty((self.n_blocks, kernel.N_PARTIALS, self.spec.endowments.shape[1]))
+        self._kernel(self._all_blocks, partials)
+        self._end_round()
+        return partials
+
+    def _kernel(self, blocks: np.ndarray, partials: np.ndarray) -> None:
+        """The fused kernel on the own rows of ``blocks`` (this round's ``partials`` rows)."""
         t0 = time.perf_counter()
         s, o = self.spec, self.spec.n_own
-        g = s.endowments.shape[1]
-        partials = np.empty((self.n_blocks, kernel.N_PARTIALS, g))
         src, dst = self._src, self._dst
         kernel.network_round(
             s.indptr, s.indices, s.mixing,
@@ -296,13 +353,15 @@ class Shard:
             dst[0][:o], dst[1][:o], dst[2][:o],
             *self._arrays, s.inv_scale, s.start,
             self._log, s.tracking, s.numeraire,
-            s.rule.kernel, self._params, self.buffers, partials,
+            s.rule.kernel, self._params, self.buffers, blocks, partials,
         )  # fmt: skip
-        self._src, self._dst = dst, src
-        self.round += 1
         self.seconds["kernel"] += time.perf_counter() - t0
-        return partials
 
+    def _end_round(self) -> None:
+        self._src, self._dst = self._dst, self._src
+        self.round += 1
+
+    @_own_threads
     def run_rounds(self, n_rounds: int, supply: np.ndarray, n_agents: int, tol: float | None):
         """Up to ``n_rounds`` rounds of a shard without neighbours; (r, b, N_PARTIALS, g).
 
@@ -329,6 +388,7 @@ class Shard:
         partials = self.step()
         return partials, self.outgoing()
 
+    @_own_threads
     def ray_round(self, *messages):
         """Ray entry point: messages from ``sorted(spec.recv)`` in order; returns
         ``partials`` then one message per ``sorted(spec.send)`` destination."""
@@ -336,6 +396,53 @@ class Shard:
         result = [partials] + [out[d] for d in sorted(self.spec.send)]
         return result[0] if len(result) == 1 else tuple(result)
 
+    # ---- shard-to-shard exchange (a Ray Compiled Graph, :mod:`.engine`) -------------------
+    def graph_begin(self, snapshot: bool) -> int:
+        """First task of a round; with ``snapshot``, keep the state for :meth:`rollback`."""
+        if snapshot:
+            self.keep_snapshot()
+        return self.round
+
+    def graph_send(self, _round: int):
+        """This round's boundary rows, one message per ``sorted(spec.send)`` destination (the
+        graph's channel copies each at once, so this shard's buffers can be reused)."""
+        out = self.outgoing()
+        messages = tuple(out[d] for d in sorted(self.spec.send))
+        return messages[0] if len(messages) == 1 else messages
+
+    @_own_threads
+    def graph_interior(self, _round: int) -> int:
+        """The kernel on the blocks that read no ghost row (while the messages travel)."""
+        self._round_partials = np.empty(
+            (self.n_blocks, kernel.N_PARTIALS, self.spec.endowments.shape[1])
+        )
+        self._kernel(self._interior, self._round_partials)
+        return 0
+
+    @_own_threads
+    def graph_boundary(self, _token: int, *messages) -> np.ndarray:
+        """The neighbours' rows (from ``sorted(spec.recv)``) into the ghost rows, then the
+        kernel on the other blocks; returns the round's partials (b, N_PARTIALS, g)."""
+        self.receive(dict(zip(sorted(self.spec.recv), messages, strict=True)))
+        self._kernel(self._boundary, self._round_partials)
+        self._end_round()
+        return self._round_partials
+
+    def keep_snapshot(self) -> None:
+        """Keep the current state (a batch of rounds may have to be run again to its stop)."""
+        self._snapshot = (self.round, self.state())
+
+    def rollback(self) -> int:
+        """Back to the state kept by the last ``graph_begin(snapshot=True)``; its round."""
+        if self._snapshot is None:
+            raise RuntimeError("rollback: no snapshot was kept")
+        round_, state = self._snapshot
+        self._snapshot = None
+        self._load_state(state)
+        self.round = round_
+        return round_
+
+    @_own_threads
     def partials(self) -> np.ndarray:
         """Per-block partials of the current own state (for round-0 metrics)."""
         o = self.spec.n_own
@@ -344,6 +451,7 @@ class Shard:
         )
 
     # ---- central auctioneer --------------------------------------------------------------
+    @_own_threads
     def excess_blocks(self, prices: np.ndarray) -> np.ndarray:
         """Per-block sums of the own agents' excess demand at one price vector."""
         out = np.empty((self.n_blocks, prices.size))
@@ -375,17 +483,21 @@ class Shard:
     def restore(self, folder: str) -> int:
         """Load own state from a checkpoint folder; ghosts arrive with the next messages."""
         with np.load(Path(folder) / f"shard-{self.spec.shard_id}.npz") as data:
-            o = self.spec.n_own
-            for array, name in zip(self._src, ("coords", "tracker", "excess"), strict=True):
-                array[:o] = data[name]
-            self.buffers[:] = data["buffers"]
+            self._load_state(data)
             self.round = int(data["round"])
         return self.round
+
+    def _load_state(self, data) -> None:
+        o = self.spec.n_own
+        for array, name in zip(self._src, ("coords", "tracker", "excess"), strict=True):
+            array[:o] = data[name]
+        self.buffers[:] = data["buffers"]
 
     def row_prices(self, local: int) -> np.ndarray:
         """Prices of own agent ``local`` (g,)."""
         return prices_from_coords(self._src[0][local], self.spec.rule.space)
 
+    @_own_threads
     def write_agents(self, folder: str, central_prices: np.ndarray | None = None) -> str:
         """Write the own agents' final state as ``folder/part-<k>.parquet``.
 
@@ -447,6 +559,7 @@ class Shard:
     def pid(self) -> int:
         return os.getpid()
 
+    @_own_threads
     def threads(self) -> int:
         """Numba threads this shard's kernel runs on."""
         return numba.get_num_threads()

@@ -14,11 +14,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 
 from tatonnet.environment.errors import first_line
+
+if TYPE_CHECKING:  # pyarrow is imported where a Parquet file is read
+    import pyarrow.parquet as pq
 
 GENERATORS = (
     "complete",
@@ -180,7 +184,8 @@ def build_network(kind: str, n_agents: int, seed: int, **params) -> Network:
     (rewiring probability, 0.1); ``scale-free``: ``m`` (edges per new node, 5);
     ``random-geometric``: ``k`` (expected mean degree, 10); ``grid``: a near-square
     2-D lattice of exactly ``n_agents`` nodes; ``file``: ``path`` to an edge list
-    (``.txt``/``.edges``/``.csv``: two node labels a line) or ``.graphml`` file.
+    (``.txt``/``.edges``/``.csv``: two node labels a line; ``.parquet``: columns
+    ``source``, ``target``, see :func:`open_edge_parquet`) or ``.graphml`` file.
     """
     if kind not in GENERATORS:
         raise NetworkError(f"network.kind: unknown {kind!r}; expected one of {list(GENERATORS)}")
@@ -244,6 +249,8 @@ def _read_graph(path) -> nx.Graph:
     path = Path(path)
     if not path.is_file():
         raise NetworkError(f"network.path: no such file {str(path)!r}")
+    if path.suffix.lower() == ".parquet":
+        return _read_parquet_graph(path)
     try:
         if path.suffix.lower() == ".graphml":
             return nx.read_graphml(path)
@@ -251,3 +258,72 @@ def _read_graph(path) -> nx.Graph:
     except Exception as exc:  # networkx raises many types for malformed files
         first = first_line(exc)
         raise NetworkError(f"network.path: cannot read {str(path)!r}: {first}") from None
+
+
+#: The columns of a Parquet edge list, one undirected edge a row.
+EDGE_COLUMNS = ("source", "target")
+
+
+def open_edge_parquet(path, integer_ids: bool = False) -> pq.ParquetFile:
+    """Open the Parquet edge list ``path`` and check its schema (the footer only).
+
+    The file holds one edge a row in the columns ``source`` and ``target`` (other columns
+    are ignored), both integers or both strings (``integer_ids``: integers only). Returns
+    the ``pyarrow.parquet.ParquetFile``; raises :class:`NetworkError` (one line).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shown = repr(str(path))
+    try:
+        file = pq.ParquetFile(path)
+        schema = file.schema_arrow
+    except Exception as exc:  # pyarrow raises OSError, ArrowInvalid, ... for a bad file
+        raise NetworkError(f"network.path: cannot read {shown}: {first_line(exc)}") from None
+    kinds = []
+    for name in EDGE_COLUMNS:
+        if schema.get_field_index(name) < 0:
+            raise NetworkError(
+                f"network.path: {shown} has no column {name!r} (a Parquet edge list has the "
+                f"columns {', '.join(EDGE_COLUMNS)}; it has {', '.join(schema.names) or 'none'})"
+            )
+        t = schema.field(name).type
+        string = pa.types.is_string(t) or pa.types.is_large_string(t)
+        if not (pa.types.is_integer(t) or (string and not integer_ids)):
+            wanted = "integer agent ids 0..n-1" if integer_ids else "integer or string labels"
+            raise NetworkError(
+                f"network.path: {shown} column {name!r} holds {t}; expected {wanted}"
+            )
+        kinds.append(string)
+    if kinds[0] != kinds[1]:
+        raise NetworkError(
+            f"network.path: {shown}: columns {' and '.join(EDGE_COLUMNS)} must both be "
+            "integers or both strings (labels 1 and '1' would be different nodes)"
+        )
+    return file
+
+
+def no_nulls(table, path) -> None:
+    """Raise :class:`NetworkError` if a column of the edge ``table`` has a missing value."""
+    for name in EDGE_COLUMNS:
+        if table.column(name).null_count:
+            raise NetworkError(
+                f"network.path: {str(path)!r} column {name!r} has missing values; every row "
+                "must be an edge"
+            )
+
+
+def _read_parquet_graph(path: Path) -> nx.Graph:
+    """A Parquet edge list as a graph; nodes in order of first appearance, as
+    ``networkx.read_edgelist`` lists a text edge list's nodes."""
+    file = open_edge_parquet(path)
+    try:
+        table = file.read(columns=list(EDGE_COLUMNS))
+    except Exception as exc:  # a damaged column chunk
+        raise NetworkError(f"network.path: cannot read {str(path)!r}: {first_line(exc)}") from None
+    no_nulls(table, path)
+    G = nx.Graph()
+    G.add_edges_from(
+        zip(table.column("source").to_pylist(), table.column("target").to_pylist(), strict=True)
+    )
+    return G

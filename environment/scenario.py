@@ -321,7 +321,9 @@ class Scenario(_Strict):
         return int(np.random.SeedSequence(self.seed, spawn_key=(GRAPH,)).generate_state(1)[0])
 
     def _shard_buildable(self):
-        """``builder = "shards"``: a kind the shards can draw row by row, no Fisher market."""
+        """``builder = "shards"``: a kind the shards can draw row by row (or a Parquet edge
+        list they read in slices), no Fisher market."""
+        from tatonnet.environment.build.edge_file import check_edge_file
         from tatonnet.environment.build.graphs import SHARD_GENERATORS, check_params
 
         if self.fisher is not None:
@@ -330,12 +332,14 @@ class Scenario(_Strict):
                 'driver (builder = "driver")'
             )
         kind = self.network.kind
-        if kind not in (*SHARD_GENERATORS, "central"):
+        if kind not in (*SHARD_GENERATORS, "central", "file"):
             raise ValueError(
                 f'builder "shards": network.kind {kind!r} is built by the driver; the shards '
-                f"draw {', '.join(SHARD_GENERATORS)} (or central)"
+                f"draw {', '.join(SHARD_GENERATORS)} (or central), or read a .parquet file"
             )
-        if kind != "central":
+        if kind == "file":
+            check_edge_file(self.network.path, self.n_agents)
+        elif kind != "central":
             check_params(kind, self.n_agents, self.network.params())
 
     def _initial_price_range(self):

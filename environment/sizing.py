@@ -78,7 +78,8 @@ def directed_edges(kind: str, n_agents: int, k: float | None = None, m: int | No
     """Directed adjacency entries (self-loops included) a network ``kind`` will have.
 
     Exact for complete, ring and the CSR of small-world; expected for random-geometric;
-    for a ``file``, an upper bound from its size (an edge line takes at least 4 bytes).
+    for a ``file``, an upper bound from its size (an edge line takes at least 4 bytes), or
+    for a ``.parquet`` edge list from its row count (one edge a row).
     """
     n = int(n_agents)
     if kind == "central":
@@ -94,12 +95,24 @@ def directed_edges(kind: str, n_agents: int, k: float | None = None, m: int | No
     if kind == "scale-free":
         return (2 * (5 if m is None else int(m)) + 1) * n
     if kind == "file":
+        if path and str(path).lower().endswith(".parquet"):
+            return 2 * _parquet_rows(path) + n  # compressed: its size bounds nothing
         try:
             size = Path(path).stat().st_size if path else 0
         except OSError:
             size = 0
         return 2 * (size // 4) + n
     return 11 * n
+
+
+def _parquet_rows(path) -> int:
+    """Rows of a Parquet file from its footer (0 if it cannot be read: its reader says why)."""
+    import pyarrow.parquet as pq
+
+    try:  # a regular file only: reading a FIFO or a device would block or never end
+        return int(pq.read_metadata(path).num_rows) if Path(path).is_file() else 0
+    except Exception:  # noqa: BLE001 - any unreadable file; reported where it is read
+        return 0
 
 
 def estimate_bytes(n_agents: int, n_goods: int, edges: int, n_buffers: int = 0,

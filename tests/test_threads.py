@@ -23,6 +23,7 @@ from tatonnet.distributed import cluster
 from tatonnet.distributed.engine import ShardEngine
 from tatonnet.distributed.runner import (
     DriverStopped,
+    RunConfigError,
     RunOptions,
     resolve_options,
     run_scenario,
@@ -199,3 +200,55 @@ def test_batched_worker_resumes_bit_identically(local_ray, tmp_path):
     assert resumed.summary["resumed_from_round"] == 20
     _assert_same(ref, resumed)
     resumed.model.engine.shutdown()
+
+
+# ---- two workers: rounds submitted in batches (--sync-every), shard-to-shard exchange ----
+@pytest.fixture(scope="module")
+def converging():
+    """A run that converges (the verdict falls inside a batch), and its in-process result."""
+    scenario = load_scenario("cobb-douglas").with_overrides(agents=N, rounds=3000, tol=1e-3)
+    ref = run_scenario(scenario, _options(workers=0))
+    assert ref.summary["status"] == "converged" and ref.summary["rounds"] % 7  # 304 rounds
+    return scenario, ref
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(("exchange", "sync_every"), [("driver", 7), ("peer", 1), ("peer", 7)])
+def test_two_workers_stop_at_the_same_round_in_batches(local_ray, converging, exchange,
+                                                        sync_every):  # fmt: skip
+    scenario, ref = converging
+    two = run_scenario(
+        scenario, _options(workers=2, threads=1, exchange=exchange, sync_every=sync_every)
+    )
+    engine = two.model.engine
+    assert engine.batched and engine.peer == (exchange == "peer") and engine.pending_rounds == 0
+    assert (two.summary["exchange"], two.summary["sync_every"]) == (exchange, sync_every)
+    _assert_same(ref, two)
+    engine.shutdown()
+
+
+@pytest.mark.ray
+def test_shard_to_shard_exchange_recovers_and_resumes_bit_identically(local_ray, tmp_path):
+    scenario = _scenario(rounds=50)
+    ref = run_scenario(scenario, _options(workers=0))
+    options = _options(workers=2, threads=1, exchange="peer", sync_every=4, checkpoint_every=20)
+    with claim_new(tmp_path / "out", "run") as claim:
+        work = claim.work
+        save_run_config(work, scenario, options, run_id=claim.run_id)
+    killed = run_scenario(scenario, dataclasses.replace(options, kill_worker_at_round=27), work)
+    assert killed.model.engine.recoveries == 1
+    _assert_same(ref, killed)
+    killed.model.engine.shutdown()
+    with pytest.raises(DriverStopped):
+        run_scenario(scenario, dataclasses.replace(options, stop_after_round=30), work)
+    resumed = run_scenario(scenario, options, work, resume=True)
+    assert resumed.summary["resumed_from_round"] == 20
+    _assert_same(ref, resumed)
+    resumed.model.engine.shutdown()
+
+
+def test_sync_every_and_exchange_are_checked():
+    scenario = _scenario()
+    for bad, match in (({"sync_every": 0}, "--sync-every 0"), ({"exchange": "x"}, "--exchange")):
+        with pytest.raises(RunConfigError, match=match):
+            _options(workers=2, **bad).check(scenario)

@@ -7,8 +7,13 @@ for the in-process engine: :func:`build_whole`). Any number of shards builds the
 rows, bit for bit (``tests/test_shard_build.py``).
 
 Scenario ``builder = "shards"`` (see ``docs/02-scenarios.md``): agents from
-:mod:`.agents`, graph rows from :mod:`.graphs`, ids in the generator's locality order
-(no global reordering pass).
+:mod:`.agents`, graph rows from :mod:`.graphs` (or, for ``network.kind = "file"``, from the
+shard's slice of a Parquet edge list: :mod:`.edge_file`), ids in the generator's (or the
+file's) locality order (no global reordering pass).
+
+Errors a shard finds in its slice of a file travel in its step-2 report, and
+:func:`check_reports` raises the first one (in shard order) on the driver, so the message
+is one line in-process and on Ray alike.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-from tatonnet.environment.build import assemble
+from tatonnet.environment.build import assemble, edge_file
 from tatonnet.environment.build.agents import (
     AgentRows,
     agent_rows,
@@ -70,20 +75,33 @@ class ShardBuilder:
         self.start, self.stop = self.ranges[self.k]
         self.n = scenario.n_agents
         self.central = scenario.network.kind == "central"
+        self.error = None  # a one-line message: what was wrong with this shard's slice
         self.agents = agent_rows(scenario, self.start, self.stop)
         self.agents.validate()
 
     # step 1
     def decide(self) -> dict[int, np.ndarray]:
-        """Edges this shard's rows decide, for every shard (its own included): {d: (us, vs)}."""
+        """Edges this shard's rows decide, for every shard (its own included): {d: (us, vs)}.
+
+        For a ``file`` network, the edges of this shard's slice of the file (shard ``k`` of
+        ``K`` reads slice ``k`` of ``K``, :mod:`.edge_file`); a problem with the slice is
+        kept for the report (:meth:`rows`) and no edge is sent.
+        """
         none = np.empty(0, dtype=np.int64)
         empty = {d: (none, none) for d in range(len(self.ranges))}
         if self.central:
             return empty
         sc = self.scenario
-        us, vs = decided_edges(
-            sc.network.kind, self.n, sc.graph_seed, sc.network.params(), self.start, self.stop
-        )
+        if sc.network.kind == "file":
+            try:
+                us, vs = edge_file.decided_edges(sc.network.path, self.n, self.k, len(self.ranges))
+            except NetworkError as exc:
+                self.error = str(exc)
+                return empty
+        else:
+            us, vs = decided_edges(
+                sc.network.kind, self.n, sc.graph_seed, sc.network.params(), self.start, self.stop
+            )
         return {**empty, **assemble.route_edges(us, vs, self.starts)}
 
     # step 2
@@ -93,10 +111,13 @@ class ShardBuilder:
         ``supply_blocks`` (b, g), ``components`` (count), ``ghost_labels`` {src: labels of
         the ghosts it owns}, ``send_labels`` {dst: labels of the rows it reads},
         ``ghost_data`` {dst: (degrees, endowments) of the rows it reads}, ``nnz``,
-        ``cut_entries`` (adjacency entries to other shards), ``send_rows`` {dst: count}.
+        ``cut_entries`` (adjacency entries to other shards), ``send_rows`` {dst: count},
+        ``isolated`` (the first own id with no edge, or -1), ``error`` (what was wrong with
+        this shard's slice of a file, one line, or None).
         """
         o = self.stop - self.start
         report = {"supply_blocks": block_sums(self.agents.endowments, self.start)}
+        report["error"] = self.error
         if self.central:
             self.indptr = np.arange(o + 1, dtype=np.int64)
             self.cols = np.arange(self.start, self.stop, dtype=np.int64)
@@ -109,6 +130,9 @@ class ShardBuilder:
         owners = assemble.owner_of(self.ghosts, self.starts)
         self.recv = {int(s): np.flatnonzero(owners == s) for s in _present(owners)}
         self.degree = np.diff(self.indptr) - 1
+        report["isolated"] = -1
+        if not self.central and o and self.degree.min() == 0:
+            report["isolated"] = self.start + int(np.argmin(self.degree))
         if self.scenario.network.kind in CONNECTED_BY_CONSTRUCTION:
             count, labels = 1, np.zeros(o + self.ghosts.size, dtype=np.int32)
         else:
@@ -172,11 +196,22 @@ def reduce_supply(reports) -> np.ndarray:
 
 
 def check_reports(scenario, reports, supply: np.ndarray) -> None:
-    """Raise if a good has no owner or the graph is disconnected (one-line errors)."""
+    """Raise if a shard's slice of a file was bad, a good has no owner, an agent of a file
+    network has no edge or the graph is disconnected (one-line errors)."""
+    errors = [r["error"] for r in reports if r.get("error")]
+    if errors:
+        raise NetworkError(errors[0])
     if (supply <= 0).any():
         raise ValueError(f"endowments: nobody owns good {int(np.argmin(supply))}")
     if scenario.network.kind == "central":
         return
+    lonely = [r["isolated"] for r in reports if r.get("isolated", -1) >= 0]
+    if lonely and scenario.network.kind == "file":
+        raise NetworkError(
+            f"network: the graph is disconnected: agent {lonely[0]} has no edge in "
+            f"{str(scenario.network.path)!r} (the file's ids are the agents "
+            f"0..{scenario.n_agents - 1}, each with an edge)"
+        )
     links = [
         (k, rep["ghost_labels"][d], d, reports[d]["send_labels"][k])
         for k, rep in enumerate(reports)

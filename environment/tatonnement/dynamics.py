@@ -159,6 +159,7 @@ class NetworkTatonnement:
         self.inv_scale = self._signal_scale()
         self.supply = economy.supply
         self.n_blocks = kernel.n_blocks(economy.n_agents)
+        self._all_blocks = np.arange(self.n_blocks, dtype=np.int64)
 
     def _signal_scale(self) -> np.ndarray:
         """1 / (neighbourhood supply scale) per agent and good; (n, g).
@@ -203,7 +204,7 @@ class NetworkTatonnement:
             spare.coords, spare.tracker, spare.excess,
             *self._arrays, self.inv_scale, 0,
             self.space == "log", self.signal == "tracking", self.economy.numeraire,
-            self.rule.kernel, self._params, state.buffers, partials,
+            self.rule.kernel, self._params, state.buffers, self._all_blocks, partials,
         )  # fmt: skip
         new = MarketState(spare.coords, spare.tracker, spare.excess, state.buffers, state.round + 1)
         return new, self.metrics_from_partials(new.round, partials)

@@ -84,7 +84,7 @@ NETWORK_ROUND_SIGNATURE = nt.void(
     _F2, _F2, _F2, _F2, _F2, _F2,
     _F2, _F2, nt.int8[::1], _F1, _F2,
     nt.int64, nt.boolean, nt.boolean, nt.int64,
-    KERNEL_TYPE, _F1, _F3, _F3,
+    KERNEL_TYPE, _F1, _F3, nt.int64[::1], _F3,
 )  # fmt: skip
 
 
@@ -383,7 +383,7 @@ def _round_block(lo, hi, indptr, indices, mixing, u, y, z, u_out, y_out, z_out, 
                     part[P_LOGMAX, j] = lp
 
 
-@numba.njit(NETWORK_ROUND_SIGNATURE, parallel=True, cache=True, error_model="numpy")
+@numba.njit(NETWORK_ROUND_SIGNATURE, parallel=True, cache=True, nogil=True, error_model="numpy")
 def network_round(
     indptr, indices, mixing,  # CSR rows of the agents this call updates
     u, y, z,  # (n_src, g) current state; rows 0..n_rows-1 are the updated agents themselves
@@ -393,12 +393,13 @@ def network_round(
     row_offset,  # global id of row 0 (aligns the reduction blocks to global ids)
     log_space, tracking, numeraire,
     rule, params, buffers,  # the rule's kernel, hyperparameters, (n_rows, nb, g) state
-    partials,  # (n_blocks_rows, N_PARTIALS, g) out
+    blocks,  # (m,) which blocks to update: indices into ``partials`` (all: arange(nb))
+    partials,  # (n_blocks_rows, N_PARTIALS, g) out; only the rows of ``blocks`` written
 ):  # fmt: skip
     n_rows = u_out.shape[0]
-    nb = partials.shape[0]
     first_block = row_offset // BLOCK
-    for b in prange(nb):
+    for i in prange(blocks.shape[0]):
+        b = blocks[i]
         lo = max(0, (first_block + b) * BLOCK - row_offset)
         hi = min(n_rows, (first_block + b + 1) * BLOCK - row_offset)
         _round_block(lo, hi, indptr, indices, mixing, u, y, z, u_out, y_out, z_out, e, a,
