@@ -497,29 +497,38 @@ class Shard:
         """Prices of own agent ``local`` (g,)."""
         return prices_from_coords(self._src[0][local], self.spec.rule.space)
 
+    #: Rows per piece of a written table (a row group): the writers' memory is bounded by
+    #: a piece, not the shard (at 10^7 agents a whole-shard table peaked at 1.8 GiB a worker).
+    WRITE_ROWS = 1 << 18
+
     @_own_threads
     def write_agents(self, folder: str, central_prices: np.ndarray | None = None) -> str:
-        """Write the own agents' final state as ``folder/part-<k>.parquet``.
+        """Write the own agents' final state as ``folder/part-<k>.parquet``, in pieces of
+        :attr:`WRITE_ROWS` rows.
 
         ``central_prices`` (g,): the auctioneer's prices, for central runs.
         """
-        import pyarrow.parquet as pq
-
         from tatonnet.results.output import agent_columns
 
         s, o = self.spec, self.spec.n_own
-        if central_prices is None:
-            prices, excess = self.prices(), self._src[2][:o]
-        else:
-            prices = np.ascontiguousarray(np.broadcast_to(central_prices, s.endowments.shape))
-            excess = np.empty_like(prices)
-            coords = coords_from_prices(prices, s.rule.space)
-            kernel.excess_demand_rows(coords, self._log, *self._arrays, excess)
-        table = agent_columns(
-            np.arange(s.start, s.stop), s.group, s.family, s.goods, prices, excess, s.endowments
-        )
         path = Path(folder) / f"part-{s.shard_id:04d}.parquet"
-        pq.write_table(table, path)
+
+        def piece(lo: int, hi: int):
+            e = s.endowments[lo:hi]
+            if central_prices is None:
+                prices = prices_from_coords(self._src[0][lo:hi], s.rule.space)
+                excess = self._src[2][lo:hi]
+            else:
+                prices = np.ascontiguousarray(np.broadcast_to(central_prices, e.shape))
+                excess = np.empty_like(prices)
+                coords = coords_from_prices(prices, s.rule.space)
+                kernel.excess_demand_rows(coords, self._log, e, s.shares[lo:hi],
+                                          s.family[lo:hi], s.sigma[lo:hi], excess)  # fmt: skip
+            ids = np.arange(s.start + lo, s.start + hi)
+            return agent_columns(ids, s.group[lo:hi], s.family[lo:hi], s.goods, prices,
+                                 excess, e)  # fmt: skip
+
+        _write_pieces(path, piece, o, self.WRITE_ROWS)
         return str(path)
 
     def own_rows(self) -> dict[str, np.ndarray]:
@@ -544,16 +553,25 @@ class Shard:
 
     def write_edges(self, folder: str) -> str:
         """Write the own rows' edges to higher ids as ``folder/part-<k>.parquet``
-        (``source`` < ``target``, int64): every edge once over all shards."""
+        (``source`` < ``target``, int64): every edge once over all shards; in pieces of
+        :attr:`WRITE_ROWS` rows."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        indptr, cols, _ = self.global_rows()
         s = self.spec
-        rows = np.repeat(np.arange(s.start, s.stop, dtype=np.int64), np.diff(indptr))
-        keep = rows < cols
         path = Path(folder) / f"part-{s.shard_id:04d}.parquet"
-        pq.write_table(pa.table({"source": rows[keep], "target": cols[keep]}), path)
+
+        def piece(lo: int, hi: int):
+            a, b = int(s.indptr[lo]), int(s.indptr[hi])
+            local = s.indices[a:b].astype(np.int64)
+            cols = local + s.start
+            ghost = local >= s.n_own
+            cols[ghost] = s.ghost_ids[local[ghost] - s.n_own]
+            rows = np.repeat(np.arange(s.start + lo, s.start + hi, dtype=np.int64),
+                             np.diff(s.indptr[lo : hi + 1]))  # fmt: skip
+            keep = rows < cols
+            return pa.table({"source": rows[keep], "target": cols[keep]})
+
+        _write_pieces(path, piece, s.n_own, self.WRITE_ROWS)
         return str(path)
 
     def pid(self) -> int:
@@ -567,6 +585,22 @@ class Shard:
     def timings(self) -> dict[str, float]:
         """Seconds spent so far in ``receive``, the kernel and ``outgoing``."""
         return dict(self.seconds)
+
+
+def _write_pieces(path: Path, piece, n_rows: int, rows_per_piece: int) -> None:
+    """One Parquet file from ``piece(lo, hi)`` tables over ``0..n_rows`` (at least one)."""
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for lo in range(0, max(n_rows, 1), rows_per_piece):
+            table = piece(lo, min(lo + rows_per_piece, n_rows))
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 @numba.njit(cache=True)

@@ -210,7 +210,10 @@ def _stop_and_check(tmp_path, reference, workers, sig, when, extra=CHECKPOINTS) 
     "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name
 )
 def test_in_process_shard_stops_cleanly_at_random_moments(tmp_path, reference, sig):
-    for k, when in enumerate(["checkpoint", RNG.uniform(1.0, 12.0)]):
+    # SIGKILL at both moments; SIGINT as a checkpoint is written and SIGTERM at a random
+    # moment, the pairs the Ray test below does not take (CI's time budget)
+    moments = {signal.SIGINT: ["checkpoint"], signal.SIGTERM: [RNG.uniform(1.0, 12.0)]}
+    for k, when in enumerate(moments.get(sig, ["checkpoint", RNG.uniform(1.0, 12.0)])):
         _stop_and_check(tmp_path / str(k), reference, 1, sig, when)
 
 
