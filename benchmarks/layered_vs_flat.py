@@ -48,7 +48,7 @@ def run(dyn, prices, rounds, tol, numeraire):
         if fmin is not None:
             keep = np.arange(fmin.size) != numeraire
             lo, hi = min(lo, fmin[keep].min()), max(hi, m.fill_max[keep].max())
-        verdict = status.check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max, tol)
+        verdict = status.stop_verdict(m, tol)
         if verdict is not None:
             break
     if verdict is None:

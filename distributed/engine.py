@@ -67,7 +67,7 @@ from tatonnet.environment.tatonnement.dynamics import (
     prices_from_coords,
     reduce_partials,
 )
-from tatonnet.environment.tatonnement.status import check_stop
+from tatonnet.environment.tatonnement.status import stop_verdict
 
 
 class WorkerLost(RuntimeError):
@@ -121,7 +121,6 @@ class ShardEngine:
         if int(sync_every) < 1:
             raise ValueError(f"--sync-every {sync_every}: expected 1 or more")
         self.exchange, self.sync_every = exchange, int(sync_every)
-        self._n_shards = int(n_shards)
         if economy is None:  # a shard-built economy (``builder = "shards"``)
             self._init_from_scenario(
                 scenario, rule, signal_kind, n_shards, use_ray=use_ray,
@@ -164,29 +163,14 @@ class ShardEngine:
 
     @classmethod
     def from_scenario(
-        cls,
-        scenario,
-        rule: PriceRule,
-        signal_kind: str,
-        n_shards: int,
-        *,
-        use_ray: bool,
-        checkpoint_dir: str | Path | None = None,
-        kill_worker_at_round: int | None = None,
-        max_recoveries: int = 3,
-        threads: int | None = None,
-        exchange: str = "driver",
-        sync_every: int = 1,
+        cls, scenario, rule: PriceRule, signal_kind: str, n_shards: int, **options
     ) -> ShardEngine:
         """The engine of a ``builder = "shards"`` scenario: every shard draws its own agents
         and graph rows (:mod:`tatonnet.environment.build.shard_rows`); the driver holds no
-        agent data — only the supply, the partition and each round's partial sums."""
-        return cls(
-            None, None, rule, signal_kind, None, None, n_shards, use_ray=use_ray,
-            checkpoint_dir=checkpoint_dir, kill_worker_at_round=kill_worker_at_round,
-            max_recoveries=max_recoveries, threads=threads, scenario=scenario,
-            exchange=exchange, sync_every=sync_every,
-        )  # fmt: skip
+        agent data — only the supply, the partition and each round's partial sums.
+        ``options``: the keywords of :class:`ShardEngine` (``use_ray`` among them)."""
+        return cls(None, None, rule, signal_kind, None, None, n_shards, scenario=scenario,
+                   **options)  # fmt: skip
 
     def _init_from_scenario(self, scenario, rule, signal_kind, n_shards, *, use_ray,
                             checkpoint_dir, kill_worker_at_round, max_recoveries,
@@ -314,7 +298,7 @@ class ShardEngine:
         """Whether boundary rows go shard to shard: Ray, two or more shards of a network,
         each with neighbouring shards, and ``exchange="peer"``."""
         return (
-            self.use_ray and not self.central and self._n_shards > 1
+            self.use_ray and not self.central and len(self.shards) > 1
             and self.exchange == "peer"
             and all(sources and dests for sources, dests in self._routes)
         )  # fmt: skip
@@ -407,7 +391,8 @@ class ShardEngine:
 
     @property
     def batched(self) -> bool:
-        """Whether rounds run in batches (one Ray worker without neighbours, planned)."""
+        """Whether rounds run in batches: planned Ray runs of one worker (no neighbours),
+        of ``sync_every`` > 1, or through the compiled graph."""
         return (
             self.use_ray and self._plan is not None and not self.central
             and (len(self.shards) == 1 or self.peer or self.sync_every > 1)
@@ -517,7 +502,7 @@ class ShardEngine:
         actor calls.
 
         With ``tol`` and more than one round the shards first keep their state; if a round
-        inside the batch stops the run (:func:`check_stop`, the driver's rule), they go
+        inside the batch stops the run (:func:`stop_verdict`, the driver's rule), they go
         back and run exactly to it again — the replayed partials must equal the first ones,
         bit for bit.
         """
@@ -537,7 +522,7 @@ class ShardEngine:
             for i, p in enumerate(parts)
         ]
         if snapshot:
-            stop = next((i for i, m in enumerate(metrics) if _stops(m, tol)), None)
+            stop = next((i for i, m in enumerate(metrics) if stop_verdict(m, tol) is not None), None)
             if stop is not None and stop < n_rounds - 1:
                 self._get([s.rollback.remote() for s in self.shards])
                 self._messages = messages
@@ -779,12 +764,6 @@ class ShardEngine:
             for shard in self.shards:
                 ray.kill(shard, no_restart=True)
         self.shards = []
-
-
-def _stops(metrics: RoundMetrics, tol: float) -> bool:
-    """Whether these metrics stop the run (the driver's rule, :func:`check_stop`)."""
-    m = metrics
-    return check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max, tol) is not None
 
 
 def _empty(n_agents: int) -> Network:

@@ -55,7 +55,7 @@ from tatonnet.environment.tatonnement.dynamics import (
     reduce_partials,
     state_partials,
 )
-from tatonnet.environment.tatonnement.status import check_stop
+from tatonnet.environment.tatonnement.status import stop_verdict
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -377,8 +377,7 @@ class Shard:
             out.append(partials)
             if tol is not None:
                 m = reduce_partials(self.round, partials, supply, n_agents)
-                verdict = check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max, tol)
-                if verdict is not None:
+                if stop_verdict(m, tol) is not None:
                     break
         return np.stack(out)
 
@@ -540,11 +539,16 @@ class Shard:
     def global_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Own CSR rows with global column ids: ``(indptr, columns, mixing)``."""
         s = self.spec
-        local = s.indices.astype(np.int64)
-        cols = np.where(local < s.n_own, local + s.start, 0)
+        return s.indptr, self._global_columns(0, s.indices.size), s.mixing
+
+    def _global_columns(self, a: int, b: int) -> np.ndarray:
+        """Global ids (int64) of the CSR entries ``a..b-1`` (own rows, then ghosts)."""
+        s = self.spec
+        local = s.indices[a:b].astype(np.int64)
+        cols = local + s.start
         ghost = local >= s.n_own
         cols[ghost] = s.ghost_ids[local[ghost] - s.n_own]
-        return s.indptr, cols, s.mixing
+        return cols
 
     def cobb_douglas_blocks(self) -> np.ndarray:
         """Per-block ``sum alpha_i e_i^T`` of the own agents (b, g, g)."""
@@ -561,11 +565,7 @@ class Shard:
         path = Path(folder) / f"part-{s.shard_id:04d}.parquet"
 
         def piece(lo: int, hi: int):
-            a, b = int(s.indptr[lo]), int(s.indptr[hi])
-            local = s.indices[a:b].astype(np.int64)
-            cols = local + s.start
-            ghost = local >= s.n_own
-            cols[ghost] = s.ghost_ids[local[ghost] - s.n_own]
+            cols = self._global_columns(int(s.indptr[lo]), int(s.indptr[hi]))
             rows = np.repeat(np.arange(s.start + lo, s.start + hi, dtype=np.int64),
                              np.diff(s.indptr[lo : hi + 1]))  # fmt: skip
             keep = rows < cols

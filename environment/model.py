@@ -418,7 +418,7 @@ class MarketModel(Model):
 
     def _after_round(self) -> None:
         m, tol = self.metrics, self.config.dynamics.tol
-        verdict = status.check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max, tol)
+        verdict = status.stop_verdict(m, tol)
         if verdict is not None:
             self.verdict = verdict
             self.running = False

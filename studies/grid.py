@@ -439,8 +439,7 @@ def run_cell(cell: Cell) -> dict:
             excess[T], disp[T], prices[T] = m.excess_demand, m.price_dispersion, m.mean_price
             log_min[T], log_max[T] = m.log_min, m.log_max
             T += 1
-            stop = status.check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max,
-                                     cell.tol)  # fmt: skip
+            stop = status.stop_verdict(m, cell.tol)
             if stop is not None:
                 break
     history = {

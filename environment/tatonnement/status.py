@@ -73,6 +73,13 @@ class Verdict:
     evidence: dict = dataclasses.field(default_factory=dict)
 
 
+def stop_verdict(metrics, tol: float):
+    """:func:`check_stop` of a round's metrics (``excess_demand``, ``price_dispersion``,
+    ``log_min``, ``log_max``: a :class:`~tatonnet.environment.tatonnement.dynamics.RoundMetrics`)."""
+    m = metrics
+    return check_stop(m.excess_demand, m.price_dispersion, m.log_min, m.log_max, tol)
+
+
 def check_stop(excess_demand: float, dispersion: float, log_min, log_max, tol: float):
     """Verdict if the run must stop now (converged, diverged or numerical_error), else None.
 
