@@ -404,9 +404,11 @@ def test_second_run_to_the_same_out_fails_at_once(tmp_path, capsys):
     try:
         work = output.work_dir_for(out)
         deadline = time.monotonic() + 90
-        while read_marker(work) is None and first.poll() is None and time.monotonic() < deadline:
+        # the first run has claimed the folder and written its run.json (after the marker)
+        started = lambda: read_marker(work) is not None and (work / "run.json").exists()  # noqa: E731
+        while not started() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert read_marker(work) is not None, first.communicate()
+        assert started(), first.communicate()
         before = snapshot(tmp_path)
         for extra in (["--force"], []):
             t0 = time.monotonic()
