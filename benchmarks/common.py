@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -248,3 +249,74 @@ def write_report(json_path: Path | str, report: dict, md_path: Path | str | None
                          encoding="utf-8")  # fmt: skip
     if md_path is not None:
         Path(md_path).write_text(text, encoding="utf-8")
+
+
+# ---- memory of a process tree ----------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (Ray daemonizes none of its processes here)."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(_children(pid))
+    return out
+
+
+def _kib(path: str, key: str) -> int | None:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class MemorySampler(threading.Thread):
+    """Samples PSS of a process tree until :meth:`stop`."""
+
+    def __init__(self, root: int, period: float = 0.2):
+        super().__init__(daemon=True)
+        self.root, self.period = root, period
+        self.peak_pss_kib = 0
+        self.peak_rss_kib: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            total = 0
+            for pid in process_tree(self.root):
+                pss = _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+                hwm = _kib(f"/proc/{pid}/status", "VmHWM:")
+                if pss is None:
+                    continue
+                total += pss
+                if hwm is not None:
+                    self.peak_rss_kib[pid] = max(self.peak_rss_kib.get(pid, 0), hwm)
+                if pid not in self.names:
+                    try:
+                        self.names[pid] = (
+                            Path(f"/proc/{pid}/cmdline")
+                            .read_bytes()
+                            .split(b"\0")[0]
+                            .decode(errors="replace")
+                            .rsplit("/", 1)[-1][:40]
+                        )
+                    except OSError:
+                        self.names[pid] = "?"
+            self.peak_pss_kib = max(self.peak_pss_kib, total)
+            self._halt.wait(self.period)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()

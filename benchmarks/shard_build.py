@@ -32,82 +32,24 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, git_info, load_average, machine_info, write_report
+from common import (
+    RESULTS,
+    ROOT,
+    MemorySampler,
+    git_info,
+    load_average,
+    machine_info,
+    write_report,
+)
 
 PYTHON = sys.executable
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (Ray daemonizes none of its processes here)."""
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(_children(pid))
-    return out
-
-
-def _kib(path: str, key: str) -> int | None:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class MemorySampler(threading.Thread):
-    """Samples PSS of a process tree until :meth:`stop`."""
-
-    def __init__(self, root: int, period: float = 0.2):
-        super().__init__(daemon=True)
-        self.root, self.period = root, period
-        self.peak_pss_kib = 0
-        self.peak_rss_kib: dict[int, int] = {}
-        self.names: dict[int, str] = {}
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            total = 0
-            for pid in process_tree(self.root):
-                pss = _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
-                hwm = _kib(f"/proc/{pid}/status", "VmHWM:")
-                if pss is None:
-                    continue
-                total += pss
-                if hwm is not None:
-                    self.peak_rss_kib[pid] = max(self.peak_rss_kib.get(pid, 0), hwm)
-                if pid not in self.names:
-                    try:
-                        self.names[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().split(
-                            b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1][:40]
-                    except OSError:
-                        self.names[pid] = "?"
-            self.peak_pss_kib = max(self.peak_pss_kib, total)
-            self._halt.wait(self.period)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
 
 
 def run_cli(args: list[str], workdir: Path) -> dict:
@@ -151,6 +93,7 @@ def measure(configs: dict[str, list[str]], repeats: int, workdir: Path) -> dict:
             runs[name].append(run_cli(args, workdir))
     out = {}
     for name, rs in runs.items():
+
         def med(key, rs=rs):
             return statistics.median(x[key] for x in rs if x[key] is not None)
 
@@ -190,8 +133,11 @@ def main(argv=None) -> int:
     ap.add_argument("--large-repeats", type=int, default=1)
     ap.add_argument("--no-reference", action="store_true", help="part 2 without the solve")
     ap.add_argument("--quick", action="store_true", help="10^5 / 3x10^5 agents, 1 repeat")
-    ap.add_argument("--parts", default="setup,large",
-                    help="which parts to run (a part not run keeps its figures in --out)")
+    ap.add_argument(
+        "--parts",
+        default="setup,large",
+        help="which parts to run (a part not run keeps its figures in --out)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "shard_build.json")
     args = ap.parse_args(argv)
     if args.quick:

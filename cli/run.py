@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trade",
         action="store_true",
-        help="trade goods along the edges instead of tatonnement (one process); writes "
+        help="trade goods along the edges instead of tatonnement (--workers and --address "
+        "as for tatonnement: Ray trade shards, one CPU each); writes "
         "summary.json, run.json, flows.graphml, trade_metrics.parquet, trade_agents.parquet, "
         "edges.parquet, layers.png",
     )
@@ -238,7 +239,7 @@ def _main(argv: list[str] | None = None) -> int:
 
     user_errors = (*SCENARIO_ERRORS, OutputError, RunConfigError, cluster.ClusterError)
     claim, work, out, fresh = None, None, None, True  # claim: the lock on out, its work folder
-    if args.trade:  # bilateral trade on the network (tatonnet.environment.trade.bilateral)
+    if args.trade or (args.resume and _resumes_trade(args.resume)):  # bilateral trade
         return _trade_main(args, parser.prog, user_errors)
     try:
         if args.resume:
@@ -280,14 +281,7 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {exc}; continue with --resume {out}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # SIGINT or SIGTERM (signals.Terminated)
-        if _has_checkpoint(work):
-            print(f"{parser.prog}: {signals.stopped()}; continue with --resume {out}",
-                  file=sys.stderr)  # fmt: skip
-        else:
-            _discard(claim, fresh)
-            print(f"{parser.prog}: {signals.stopped()}; no result folder written",
-                  file=sys.stderr)  # fmt: skip
-        return signals.exit_code()
+        return _interrupted(parser.prog, claim, work, out, fresh)
     except BaseException:
         _discard(claim, fresh and not _has_checkpoint(work))
         raise
@@ -301,45 +295,60 @@ def _main(argv: list[str] | None = None) -> int:
 
 
 def _trade_main(args, prog: str, user_errors) -> int:
+    """``--trade`` (or ``--resume`` of a trade run): :mod:`tatonnet.distributed.trade_runner`."""
     from tatonnet.cli import signals
+    from tatonnet.distributed import cluster, trade_runner
     from tatonnet.environment.scenario import load_scenario
     from tatonnet.environment.trade import flows
     from tatonnet.environment.trade.bilateral import TradeError
-    from tatonnet.results.output import atomic_dir, default_out_dir, read_marker
-    from tatonnet.results.provenance import versions, write_run_json
+    from tatonnet.results.output import claim_new, claim_resume, default_out_dir
+    from tatonnet.results.provenance import versions
 
+    claim, work, out, fresh = None, None, None, True
     try:
         if args.resume:
-            raise TradeError("--trade: trade runs cannot be resumed (they are short)")
-        if args.workers not in (None, 0, "auto") or args.address:
-            raise TradeError(
-                "--trade runs in this process (leave out --workers / --address); the sharded, "
-                "two-phase trade engine is tatonnet.distributed.trade_shard.ShardedTrade (Python API)"
-            )
-        scenario = load_scenario(args.scenario).with_overrides(
-            agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed,
-            builder=args.builder,
-        )
-        scenario.check_memory(trade=True)  # before any allocation or folder
-        out = args.out or default_out_dir(scenario.name)
-        with atomic_dir(out, args.force, kind="trade") as work:  # validated before the run
-            outcome = flows.run_trade_scenario(
-                scenario, args.rounds, args.tol, progress=not args.quiet
-            )
-            run_id = read_marker(work)["id"]
-            write_run_json(work, "trade", {
-                "scenario": scenario.model_dump(), "seed": scenario.seed,
-                "options": {**outcome.options(), "progress": not args.quiet},
-            }, run_id)  # fmt: skip
-            provenance = {"versions": versions(), "run_id": run_id, "out": str(out)}
-            summary = flows.write_trade_results(work, outcome, provenance)
-            signals.defer()  # publishing: a signal from here on is reported once it is done
+            claim = claim_resume(args.resume, args.force)
+            out, work = claim.out, claim.work
+            scenario, options = trade_runner.load_config(work)
+            options = dataclasses.replace(options, progress=not args.quiet)
+            fresh = False
+        else:
+            scenario = load_scenario(args.scenario).with_overrides(
+                agents=args.agents, goods=args.goods, graph=args.graph, seed=args.seed,
+                builder=args.builder,
+            )  # fmt: skip
+            options = trade_runner.TradeOptions(
+                workers="auto" if args.workers is None else args.workers, address=args.address,
+                checkpoint_every=args.checkpoint_every, rounds=args.rounds, tol=args.tol,
+                progress=not args.quiet, kill_worker_at_round=args.kill_worker_at_round,
+            )  # fmt: skip
+            options.check(scenario)  # before joining a cluster: refusals need no network
+            scenario.check_memory(trade=True)  # before any allocation or folder
+            options = trade_runner.resolve(options, scenario)  # may join --address's cluster
+            options.check(scenario)
+            out = args.out or default_out_dir(scenario.name)
+            claim = claim_new(out, "trade", args.force)  # validated and locked before any work
+            work = claim.work
+            trade_runner.save_config(work, scenario, options, claim.run_id)
+        print(f"engine:   {trade_runner.engine_line(options)}", flush=True)
+        outcome, ran = trade_runner.run(scenario, options, work=work, resume=not fresh)
+        provenance = {**ran, "versions": versions(), "run_id": claim.run_id, "out": str(out)}
+        summary = flows.write_trade_results(work, outcome, provenance)
+        signals.defer()  # publishing: a signal from here on is reported once it is done
+        claim.publish()
     except (*user_errors, TradeError) as exc:
+        _discard(claim, fresh)
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:  # SIGINT or SIGTERM: atomic_dir removed the work folder
-        print(f"{prog}: {signals.stopped()}; no result folder written", file=sys.stderr)
-        return signals.exit_code()
+    except KeyboardInterrupt:  # SIGINT or SIGTERM (signals.Terminated)
+        return _interrupted(prog, claim, work, out, fresh)
+    except BaseException:
+        _discard(claim, fresh and not _has_checkpoint(work))
+        raise
+    finally:
+        cluster.shutdown()
+        if claim is not None:
+            claim.release()
     print(flows.format_trade_summary(summary))
     print(f"results:  {out}")
     return 0
@@ -354,6 +363,30 @@ def _engine_line(options) -> str:
     else:
         where = "in-process"
     return f"{where} ({options.reason})"
+
+
+def _interrupted(prog: str, claim, work, out, fresh: bool) -> int:
+    """A run stopped by SIGINT or SIGTERM: keep a work folder that can be resumed, else
+    remove it; one line, the signal's exit status."""
+    from tatonnet.cli import signals
+
+    if _has_checkpoint(work):
+        print(f"{prog}: {signals.stopped()}; continue with --resume {out}", file=sys.stderr)
+    else:
+        _discard(claim, fresh)
+        print(f"{prog}: {signals.stopped()}; no result folder written", file=sys.stderr)
+    return signals.exit_code()
+
+
+def _resumes_trade(out) -> bool:
+    """``--resume DIR`` names a stopped trade run (``--trade`` need not be repeated)."""
+    from tatonnet.results.output import read_marker, work_dir_for
+
+    try:
+        marker = read_marker(work_dir_for(Path(out)))
+    except Exception:  # unreadable: claim_resume reports it
+        return False
+    return marker is not None and marker["kind"] == "trade"
 
 
 def _has_checkpoint(work) -> bool:

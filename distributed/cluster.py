@@ -218,12 +218,17 @@ def is_worker_loss(exc: BaseException) -> bool:
 def shutdown() -> None:
     """Disconnect from Ray; a private local Ray is stopped and its session folder removed."""
     global _local, _description
-    import ray
-
     _description = None
+    # A signal during `import ray` leaves a half-imported module behind (its attributes
+    # missing): then no Ray was started, and there is nothing to shut down.
+    ray = sys.modules.get("ray")
     try:
+        try:
+            initialized = ray is not None and ray.is_initialized()
+        except AttributeError:  # half-imported
+            ray, initialized = None, False
         # also after a ray.init interrupted half-way (its node exists, unconnected)
-        if ray.is_initialized() or _local is not None:
+        if ray is not None and (initialized or _local is not None):
             ray.shutdown()
     finally:
         local, _local = _local, None

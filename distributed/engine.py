@@ -43,7 +43,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -51,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from tatonnet.agents.rules import PriceRule
-from tatonnet.distributed import cluster
+from tatonnet.distributed import checkpoints, cluster
 from tatonnet.distributed.partition import Partition, partition, shard_ranges
 from tatonnet.distributed.shard import Shard, ShardSpec, build_specs
 from tatonnet.environment.build.agents import initial_price_rows
@@ -674,8 +673,7 @@ class ShardEngine:
     def checkpoint(self) -> Path:
         """Write every shard's state and the driver's, then mark the folder complete."""
         self._settled("checkpoint", keep_graph=True)
-        folder = self.checkpoint_dir / f"round-{self.round:09d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = checkpoints.folder_for(self.checkpoint_dir, self.round)
         self._get([self._call(s, "checkpoint", str(folder)) for s in self.shards])
         state = {"round": self.round, "n_shards": len(self.shards)}
         if self.central:
@@ -687,17 +685,10 @@ class ShardEngine:
         (folder / "engine.json").write_text(json.dumps(state))
         if self.on_checkpoint is not None:
             self.on_checkpoint(folder)
-        (folder / "COMPLETE").touch()
-        for old in self.checkpoint_dir.glob("round-*"):
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True)
-        return folder
+        return checkpoints.complete(folder)
 
     def latest_checkpoint(self) -> Path | None:
-        if self.checkpoint_dir is None or not self.checkpoint_dir.is_dir():
-            return None
-        done = sorted(p for p in self.checkpoint_dir.glob("round-*") if (p / "COMPLETE").exists())
-        return done[-1] if done else None
+        return checkpoints.latest(self.checkpoint_dir)
 
     def _restore_from(self, folder: Path) -> int:
         state = json.loads((folder / "engine.json").read_text())

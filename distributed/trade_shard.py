@@ -32,15 +32,22 @@ result is bit-identical to a fault-free run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
+from pathlib import Path
 
+import numba
 import numpy as np
 
+from tatonnet.distributed import checkpoints
 from tatonnet.distributed.cluster import is_worker_loss
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network, sorted_unique
 from tatonnet.environment.trade import bilateral as tr
+from tatonnet.environment.trade import metrics as tm
+from tatonnet.environment.trade.accounts import EdgeFlows
+from tatonnet.environment.trade.metrics import trade_ranges
 
 
 class ShardFailed(RuntimeError):
@@ -53,12 +60,16 @@ class TradeShardSpec:
 
     indptr (o+1,), indices (nnz,) local rows (own then ghosts); ids (o+h,) global ids;
     shares (o+h, g), family, sigma (o+h,); endowments (o, g); recv {src: ghost
-    positions}; send {dst: own rows}; owner_of_ghost (h,) shard of each ghost.
+    positions}; send {dst: own rows}; owner_of_ghost (h,) shard of each ghost;
+    n_agents: the whole economy's; edge_start: the first of the shard's edge accounts in
+    :meth:`Network.edge_list` order (the edges whose smaller end is an own row).
     """
 
     shard_id: int
     start: int
     stop: int
+    n_agents: int
+    edge_start: int
     indptr: np.ndarray
     indices: np.ndarray
     ids: np.ndarray
@@ -73,18 +84,12 @@ class TradeShardSpec:
     numeraire: int
 
 
-def trade_ranges(n_agents: int, n_shards: int) -> list[tuple[int, int]]:
-    """``n_shards`` balanced contiguous id ranges (no block alignment: trade has no blocks)."""
-    if not 1 <= n_shards <= n_agents:
-        raise tr.TradeError(f"workers: expected 1..{n_agents} shards, got {n_shards}")
-    cuts = [(k * n_agents) // n_shards for k in range(n_shards + 1)]
-    return [(cuts[k], cuts[k + 1]) for k in range(n_shards)]
-
-
 def build_trade_specs(
     economy: Economy, network: Network, ranges, config: tr.TradeConfig
 ) -> list[TradeShardSpec]:
     starts = np.array([r[0] for r in ranges])
+    rows_of = np.repeat(np.arange(network.n_agents, dtype=np.int64), np.diff(network.indptr))
+    upper = np.concatenate([[0], np.cumsum(rows_of < network.indices)])  # edges before a row's
     ghosts_of = []
     for start, stop in ranges:
         cols = network.indices[network.indptr[start] : network.indptr[stop]].astype(np.int64)
@@ -106,7 +111,8 @@ def build_trade_specs(
         rows = np.concatenate([np.arange(start, stop), ghosts])
         specs.append(
             TradeShardSpec(
-                shard_id=k, start=start, stop=stop,
+                shard_id=k, start=start, stop=stop, n_agents=network.n_agents,
+                edge_start=int(upper[lo]),
                 indptr=(network.indptr[start : stop + 1] - lo).astype(np.int64),
                 indices=local.astype(np.int64), ids=rows.astype(np.int64),
                 shares=np.ascontiguousarray(economy.shares[rows]),
@@ -121,30 +127,51 @@ def build_trade_specs(
 
 
 class TradeShard:
-    """The agents ``spec.start..spec.stop-1`` and their ghosts; see the module docstring."""
+    """The agents ``spec.start..spec.stop-1`` and their ghosts; see the module docstring.
 
-    def __init__(self, spec: TradeShardSpec):
+    ``keep_log``: keep every meeting's log row (the Python API's default; command-line runs
+    keep only the per-edge accounts, whose slice of the edge list this shard owns).
+    """
+
+    def __init__(self, spec: TradeShardSpec, keep_log: bool = True, threads: int | None = None):
         self.spec = spec
+        self.keep_log = keep_log
+        self.threads = threads  # numba threads of the trade kernel (None: numba's own)
         rows, g = spec.ids.size, spec.endowments.shape[1]
-        o = spec.stop - spec.start
-        self.o = o
+        self.o = spec.stop - spec.start
         self.x = np.zeros((rows, g))
-        self.x[:o] = spec.endowments
         self.hop = np.zeros((rows, g))
         self.inflow = np.zeros((rows, g))
         self.outflow = np.zeros((rows, g))
         self.keys = np.zeros(rows, dtype=np.uint64)
-        self.round = 0
-        self.logs: list[np.ndarray] = []
-        self.escrow: dict[int, tuple] = {}  # pair position -> (a, k, q, l, pay): u's side
-        self.escrow_in: list[tuple] = []  # (v, k, q, hops, l, pay): v's side, voted yes
+        self.slots = tr.edge_slots(spec.indptr, spec.indices, spec.ids)
+        m = int(self.slots.max(initial=-1)) + 1
+        self.edge_trades = np.zeros(m, dtype=np.int64)
+        self.forward = np.zeros((m, g))
+        self.backward = np.zeros((m, g))
         self.fail_at: tuple[int, str] | None = None  # test hook: (round, phase)
         self._seed_state = spec.config.seed_state()
         self.is_merchant = np.isin(spec.ids, np.asarray(spec.config.merchants, dtype=np.int64))
         family, sigma = spec.family.copy(), spec.sigma.copy()
         family[self.is_merchant], sigma[self.is_merchant] = 0, np.inf
         self._params = (spec.shares.copy(), family, sigma)
+        o = self.o
+        self._own_params = (spec.shares[:o], spec.family[:o], spec.sigma[:o])  # valuations
         self._own_merchants = np.flatnonzero(self.is_merchant[:o])
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the endowments, before round 0 (a restart without a checkpoint)."""
+        for a in (self.x, self.hop, self.inflow, self.outflow, self.forward, self.backward):
+            a[:] = 0.0
+        self.x[: self.o] = self.spec.endowments
+        self.edge_trades[:] = 0
+        self.round = 0
+        self.logs: list[np.ndarray] = []
+        self.escrow: dict[int, tuple] = {}  # pair position -> (a, k, q, l, pay): u's side
+        self.escrow_in: list[tuple] = []  # (v, k, q, hops, l, pay): v's side, voted yes
+        self._pairs = np.empty((0, 3), dtype=np.int64)
+        self._result = np.empty((0, 8))
 
     def _maybe_fail(self, phase: str) -> None:
         if self.fail_at == (self.round, phase):
@@ -187,15 +214,18 @@ class TradeShard:
         """Returns proposals per destination shard: (m, 7) rows
         ``[pair, v_local_at_dst, k, q, l, pay, hops_of_k]``."""
         s, o = self.spec, self.o
+        if self.threads is not None:  # per call: numba's thread count is per thread
+            numba.set_num_threads(self.threads)
         pairs = tr.mutual_pairs(s.indptr, s.indices, s.ids, self.keys, self._seed_state, self.round)
         a, b = pairs[:, 0], pairs[:, 1]
         result = np.zeros((a.size, 8))
         numeraire = s.numeraire if s.config.medium == "numeraire" else -1
+        draws = tr.meeting_draws(s.config, self._seed_state, self.round, s.ids[a], s.ids[b])
         tr.trade_pairs(
             *tr.pair_inputs(self.x, self._params, a, b),
-            numeraire, s.config.halvings, s.config.min_gap, result,
+            numeraire, s.config.halvings, s.config.min_gap, result, draws,
         )  # fmt: skip
-        self.logs.append(tr.log_rows(self.round, s.ids[a], s.ids[b], result))
+        self._pairs, self._result = pairs, result
         local = b < o
         sel = np.flatnonzero(local)
         tr.apply_trades(self.x, self.hop, self.inflow, self.outflow, a[sel], b[sel], result[sel])
@@ -242,7 +272,9 @@ class TradeShard:
         return acks
 
     # ---- phase 3: every vote is in, commit: release both escrows --------------------------
-    def finalize(self, acks: dict[int, np.ndarray]) -> None:
+    def finalize(self, acks: dict[int, np.ndarray], check: bool = False) -> tm.Partials:
+        """Release the escrows, book the round's trades on the edge accounts and return the
+        round's metric partials (``check``: with the log-MRS ones)."""
         acked = {int(p): hb for rows in acks.values() for p, hb in rows}
         for pair, (a, k, q, l, pay) in self.escrow.items():
             if pair in acked:
@@ -250,11 +282,19 @@ class TradeShard:
             else:  # the partner voted no: refund the escrow
                 self.x[a, k] += q
                 self.outflow[a, k] -= q
-                self.logs[-1][pair, 3] = tr.REJECTED
+                self._result[pair, 0] = tr.REJECTED
         for v, k, q, h, _, _ in self.escrow_in:
             tr.get_side(self.x, self.hop, self.inflow, v, k, q, h + 1.0)
         self.escrow, self.escrow_in = {}, []
+        s, o, pairs, result = self.spec, self.o, self._pairs, self._result
+        tr.book_trades(self.slots[pairs[:, 2]], result, self.edge_trades, self.forward,
+                       self.backward)  # fmt: skip
+        u = s.ids[pairs[:, 0]]
+        if self.keep_log:
+            self.logs.append(tr.log_rows(self.round, u, s.ids[pairs[:, 1]], result))
         self.round += 1
+        return tm.round_partials(s.n_agents, s.start, u, result, self.x[:o], self._own_params,
+                                 self.inflow[:o], self.outflow[:o], s.numeraire, check)  # fmt: skip
 
     # ---- inspection and checkpoints ------------------------------------------------------
     def ledger(self) -> np.ndarray:
@@ -268,22 +308,51 @@ class TradeShard:
 
     def state(self) -> dict:
         o = self.o
-        return {
+        state = {
             "round": self.round,
             "x": self.x[:o].copy(),
             "hop": self.hop[:o].copy(),
             "inflow": self.inflow[:o].copy(),
             "outflow": self.outflow[:o].copy(),
-            "logs": [a.copy() for a in self.logs],
+            "edge_trades": self.edge_trades.copy(),
+            "forward": self.forward.copy(),
+            "backward": self.backward.copy(),
         }
+        if self.keep_log:
+            state["logs"] = [a.copy() for a in self.logs]
+        return state
 
     def restore(self, state: dict) -> None:
         o = self.o
-        self.round = state["round"]
+        self.round = int(state["round"])
         for name in ("x", "hop", "inflow", "outflow"):
             getattr(self, name)[:o] = state[name]
-        self.logs = [a.copy() for a in state["logs"]]
+        for name in ("edge_trades", "forward", "backward"):
+            getattr(self, name)[:] = state[name]
+        if self.keep_log:
+            self.logs = [a.copy() for a in state["logs"]]
         self.escrow, self.escrow_in = {}, []
+
+    def checkpoint(self, folder: str) -> str:
+        """Write own state to ``folder/shard-<k>.npz`` (atomically); returns the path."""
+        state = self.state()
+        if self.keep_log:
+            logs = state.pop("logs")
+            state["log"] = np.concatenate(logs) if logs else np.empty((0, len(tr.LOG_FIELDS)))
+        path = Path(folder) / f"shard-{self.spec.shard_id}.npz"
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **state)
+        os.replace(tmp, path)
+        return str(path)
+
+    def restore_from(self, folder: str) -> int:
+        """Load own state from a checkpoint folder; returns its round."""
+        with np.load(Path(folder) / f"shard-{self.spec.shard_id}.npz") as data:
+            state = {k: data[k] for k in data.files}
+        if self.keep_log:
+            state["logs"] = [state.pop("log")]
+        self.restore(state)
+        return self.round
 
     def pid(self) -> int:
         return os.getpid()
@@ -295,14 +364,19 @@ class TradeShard:
 class ShardedTrade:
     """Trade on ``network`` in ``n_shards`` shards with two-phase boundary settlement.
 
-    ``use_ray=True`` makes each shard a Ray actor (``ray.remote(num_cpus=1)``); every phase
-    is then one batched ``ray.get``. ``checkpoint_every`` rounds, the driver keeps every
-    shard's state (in driver memory). A :class:`ShardFailed` raised in a shard (in process
-    or in a Ray actor) restores all shards from that checkpoint and replays the lost
-    rounds; a Ray actor that *dies* (its process killed: ``RayActorError`` /
+    ``use_ray=True`` makes each shard a Ray actor (``ray.remote(num_cpus=1)``, one numba
+    thread); every phase
+    is then one batched ``ray.get``. Checkpoints, every ``checkpoint_every`` rounds (0:
+    none; a recovery then starts again from the endowments): each shard's state in driver
+    memory, or, with ``checkpoint_dir``, written by the shards themselves to
+    ``<checkpoint_dir>/round-<R>/shard-<k>.npz`` with the metrics so far, marked
+    ``COMPLETE`` (what ``--resume`` reads). A :class:`ShardFailed` raised in a shard (in
+    process or in a Ray actor) restores all shards from the last checkpoint and replays the
+    lost rounds; a Ray actor that *dies* (its process killed: ``RayActorError`` /
     ``WorkerCrashedError``) has every actor killed and restarted from the same
     checkpoint. Either way the result is bit-identical to an undisturbed run; after
-    ``max_recoveries`` recoveries the error propagates.
+    ``max_recoveries`` recoveries the error propagates. ``kill_worker_at_round``: a test
+    hook, SIGKILL shard 0's actor after that round (once).
     """
 
     def __init__(
@@ -315,6 +389,9 @@ class ShardedTrade:
         use_ray: bool = False,
         checkpoint_every: int = 10,
         max_recoveries: int = 3,
+        keep_log: bool = True,
+        checkpoint_dir: Path | None = None,
+        kill_worker_at_round: int | None = None,
     ):
         if network.is_central:
             raise tr.TradeError("trade: goods move along edges; the 'central' network has none")
@@ -322,12 +399,17 @@ class ShardedTrade:
         self.ranges = trade_ranges(economy.n_agents, n_shards)
         self.specs = build_trade_specs(economy, network, self.ranges, config)
         self.use_ray = use_ray
+        self.keep_log = keep_log
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.max_recoveries = max_recoveries
+        self.kill_worker_at_round = kill_worker_at_round
         self.recoveries: list[dict] = []
+        self.history: list[dict[str, float]] = []  # per-round metrics, round r at r - 1
+        self.every = 1  # the log-MRS metrics every `every` rounds (set by run)
         self._start()
         self.round = 0
-        self._checkpoint = self._call("state")
+        self._checkpoint = None  # in memory: every shard's state; None: the endowments
 
     def _start(self) -> None:
         if self.use_ray:
@@ -336,9 +418,9 @@ class ShardedTrade:
             remote = ray.remote(num_cpus=1, max_restarts=0)(TradeShard)
             if not hasattr(self, "_spec_refs"):
                 self._spec_refs = [ray.put(spec) for spec in self.specs]
-            self.shards = [remote.remote(ref) for ref in self._spec_refs]
+            self.shards = [remote.remote(ref, self.keep_log, 1) for ref in self._spec_refs]
         else:
-            self.shards = [TradeShard(spec) for spec in self.specs]
+            self.shards = [TradeShard(spec, self.keep_log) for spec in self.specs]
 
     def _call(self, method: str, args=None) -> list:
         args = args or [()] * len(self.shards)
@@ -379,7 +461,7 @@ class ShardedTrade:
         args[shard] = ((rnd, phase),)
         self._call("set_fail", args)
 
-    def _round(self) -> None:
+    def _round(self, check: bool) -> list[tm.Partials]:
         K = len(self.shards)
         out = self._call("publish")
         self._call("receive", [({src: out[src][k] for src in range(K) if k in out[src]},)
@@ -391,46 +473,125 @@ class ShardedTrade:
         proposals = self._call("prepare")
         acks = self._call("commit", [({src: proposals[src][k] for src in range(K)
                                        if k in proposals[src]},) for k in range(K)])  # fmt: skip
-        self._call("finalize", [({src: acks[src][k] for src in range(K) if k in acks[src]},)
-                                for k in range(K)])  # fmt: skip
+        return self._call("finalize", [({src: acks[src][k] for src in range(K)
+                                         if k in acks[src]}, check) for k in range(K)])  # fmt: skip
 
-    def step(self) -> None:
-        """One round; on a shard failure, restore the last checkpoint and replay."""
+    def step(self) -> dict[str, float]:
+        """One round (with the log-MRS metrics when its number is a multiple of
+        ``self.every``); on a shard failure, restore the last checkpoint and replay.
+        Returns the round's metrics."""
         target = self.round + 1
         while self.round < target:
             try:
-                self._round()
-                self.round += 1
+                parts = self._round((self.round + 1) % self.every == 0)
             except Exception as exc:
-                lost = self.use_ray and is_worker_loss(exc)
-                if not (isinstance(exc, ShardFailed) or lost):
-                    raise
-                if len(self.recoveries) >= self.max_recoveries:
-                    raise
-                if lost:  # the dead actor's books are gone: restart all from the checkpoint
-                    ledger = None
-                    self._restart_actors()
-                else:
-                    ledger = np.sum(self._call("ledger"), axis=0)  # holdings + escrow
-                error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                self.recoveries.append({"round": self.round, "error": error, "ledger": ledger,
-                                        "worker_lost": lost})  # fmt: skip
-                self._call("restore", [(st,) for st in self._checkpoint])
-                self.round = self._checkpoint[0]["round"]
+                self._recover(exc)
                 continue
-            if self.round % self.checkpoint_every == 0:
-                self._checkpoint = self._call("state")
+            self.round += 1
+            self.history.append(tm.combine(parts, self.economy.numeraire))
+            if self.kill_worker_at_round == self.round and self.use_ray:
+                self.kill_worker_at_round = None
+                self.kill_worker(0)
+            if self.checkpoint_every and self.round % self.checkpoint_every == 0:
+                self.checkpoint()
+        return self.history[-1]
 
-    def run(self, rounds: int) -> None:
-        for _ in range(rounds):
-            self.step()
+    def _recover(self, exc: Exception) -> None:
+        lost = self.use_ray and is_worker_loss(exc)
+        if not (isinstance(exc, ShardFailed) or lost):
+            raise exc
+        if len(self.recoveries) >= self.max_recoveries:
+            raise exc
+        if lost:  # the dead actor's books are gone: restart all from the checkpoint
+            ledger = None
+            self._restart_actors()
+        else:
+            ledger = np.sum(self._call("ledger"), axis=0)  # holdings + escrow
+        error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        self.recoveries.append({"round": self.round, "error": error, "ledger": ledger,
+                                "worker_lost": lost})  # fmt: skip
+        if self.checkpoint_dir is not None:
+            folder = self.latest_checkpoint()
+            if folder is not None:
+                self.restore(folder)
+                return
+        elif self._checkpoint is not None:
+            self._call("restore", [(st,) for st in self._checkpoint])
+            self.round = int(self._checkpoint[0]["round"])
+            del self.history[self.round :]
+            return
+        self._call("reset")
+        self.round = 0
+        self.history.clear()
 
-    def gather(self) -> tuple[tr.TradeState, np.ndarray]:
-        """The global state and the trade log sorted by (round, u), as in-process."""
+    # ---- checkpoints ------------------------------------------------------------------------
+    def checkpoint(self) -> Path | None:
+        """Keep every shard's state (in memory, or in ``checkpoint_dir``: see the class)."""
+        if self.checkpoint_dir is None:
+            self._checkpoint = self._call("state")
+            return None
+        folder = checkpoints.folder_for(self.checkpoint_dir, self.round)
+        self._call("checkpoint", [(str(folder),)] * len(self.shards))
+        (folder / "engine.json").write_text(json.dumps({
+            "round": self.round, "n_shards": len(self.shards), "history": self.history,
+        }))  # fmt: skip
+        return checkpoints.complete(folder)
+
+    def latest_checkpoint(self) -> Path | None:
+        return checkpoints.latest(self.checkpoint_dir)
+
+    def restore(self, folder: Path) -> int:
+        """Continue from a checkpoint folder (``--resume``); returns its round."""
+        state = json.loads((Path(folder) / "engine.json").read_text())
+        if state["n_shards"] != len(self.shards):
+            raise ValueError(
+                f"checkpoint {folder} has {state['n_shards']} shards; this run has "
+                f"{len(self.shards)}"
+            )
+        rounds = set(self._call("restore_from", [(str(folder),)] * len(self.shards)))
+        if rounds != {state["round"]}:
+            raise ValueError(f"checkpoint {folder} is inconsistent (rounds {sorted(rounds)})")
+        self.round = int(state["round"])
+        self.history = [dict(h) for h in state["history"]][: self.round]
+        return self.round
+
+    # ---- the run and its results ------------------------------------------------------------
+    def run(self, rounds: int, tol: float | None = None, every: int = 1, on_round=None):
+        """Run until round ``rounds`` (a total: a restored run continues), stopping early
+        when ``pareto_gap < tol`` (checked every ``every`` rounds), as
+        :func:`tatonnet.environment.trade.bilateral.run_trade`; ``on_round(round)`` after
+        each round. Returns the :class:`~tatonnet.environment.trade.bilateral.TradeRun`."""
+        converged = False
+        self.every = every
+        while self.round < rounds:
+            metrics = self.step()
+            if on_round is not None:
+                on_round(self.round)
+            if tol is not None and metrics["pareto_gap"] < tol:
+                converged = True
+                break
+        state, log = self.gather()
+        history = {k: np.asarray([h[k] for h in self.history], dtype=float) for k in tm.NAMES}
+        for k in ("pairs", "trades", "rejected"):
+            history[k] = history[k].astype(np.int64)
+        return tr.TradeRun(state, self.edges(), history, converged, self.round, log)
+
+    def gather(self) -> tuple[tr.TradeState, np.ndarray | None]:
+        """The global state and the trade log sorted by (round, u), as in-process (None
+        when the log is not kept)."""
         states = self._call("state")
         cat = lambda name: np.concatenate([s[name] for s in states])  # noqa: E731
         state = tr.TradeState(self.round, cat("x"), cat("hop"), cat("inflow"), cat("outflow"))
+        if not self.keep_log:
+            return state, None
         logs = [a for s in states for a in s["logs"]]
         log = np.concatenate(logs) if logs else np.empty((0, len(tr.LOG_FIELDS)))
         log = log[np.lexsort((log[:, 1], log[:, 0]))]
         return state, log
+
+    def edges(self) -> EdgeFlows:
+        """The per-edge accounts of the whole network (the shards' slices, in order)."""
+        states = self._call("state")
+        source, target, _ = self.network.edge_list()
+        cat = lambda name: np.concatenate([s[name] for s in states])  # noqa: E731
+        return EdgeFlows(source, target, cat("edge_trades"), cat("forward"), cat("backward"))

@@ -238,6 +238,7 @@ class TradeSpec(_Strict):
     min_gap: NonNegFloat = 1e-9
     tol: PositiveFloat | None = None
     merchant_groups: list[str] = Field(default_factory=list)
+    pair: Literal["largest-gap", "random"] = "largest-gap"
 
 
 class Scenario(_Strict):

@@ -332,7 +332,7 @@ def _check_leftover_work(out: Path, work: Path, force: bool) -> None:
         _remove_tree(work)
         return
     at = _latest_checkpoint_round(work)
-    if marker["kind"] == "run" and (work / "run.json").is_file():
+    if marker["kind"] in RESUMABLE and (work / "run.json").is_file():
         where = f"checkpoint at round {at}" if at is not None else "no checkpoint: it restarts"
         raise OutputError(
             f"--out: a stopped run to {str(out)!r} left {str(work)!r} ({where}); continue it "
@@ -390,6 +390,10 @@ def _remove_empty(folders) -> None:
             return
 
 
+#: Kinds of work folder that ``--resume`` continues (tatonnement runs, trade runs).
+RESUMABLE = ("run", "trade")
+
+
 def claim_resume(out: Path, force: bool = False) -> OutputClaim:
     """Validate ``out``, lock it, and check that its work folder is a stopped run's."""
     out = Path(out)
@@ -402,7 +406,7 @@ def claim_resume(out: Path, force: bool = False) -> OutputClaim:
                 f"--resume: {str(out)!r} has no stopped run to continue (no {str(work)!r})"
             )
         marker = read_marker(work)
-        if marker is None or marker["kind"] != "run":
+        if marker is None or marker["kind"] not in RESUMABLE:
             raise OutputError(
                 f"--resume: {str(work)!r} is not the work folder of a tatonnet run (no "
                 f"{MARKER}); nothing was changed"
@@ -418,7 +422,7 @@ def claim_resume(out: Path, force: bool = False) -> OutputClaim:
     except BaseException:
         _release_quietly(lock, out, lock_created)
         raise
-    return OutputClaim(out, work, "run", force, marker["id"], False, lock, lock_created)
+    return OutputClaim(out, work, marker["kind"], force, marker["id"], False, lock, lock_created)
 
 
 def _release_quietly(lock, out: Path, lock_created: bool) -> None:

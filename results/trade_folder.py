@@ -3,7 +3,12 @@
 The folder (written by :func:`tatonnet.environment.trade.flows.write_trade_results`):
 ``summary.json``, ``run.json``, ``trade_agents.parquet`` (per agent), ``trade_metrics.parquet``
 (per round), ``edges.parquet`` (per network edge: ``trades``, ``volume``, ``units_<good>``),
-``flows.graphml`` (the directed net flows) and ``layers.png``.
+``layers.png`` and, for economies up to
+:data:`~tatonnet.environment.trade.flows.GRAPHML_MAX_AGENTS` agents or when asked,
+``flows.graphml`` (the directed flows; ``summary.json`` key ``flows_graphml`` says whether
+it was written). Nothing here needs ``flows.graphml``: the exports (:func:`export`, ``tatonnet
+inspect DIR --export OUT --format graphml``) are built from the two Parquet tables, at any
+size; only folders written before ``edges.parquet`` existed fall back on it.
 
 Exported per node: ``group`` (its name), ``group_index``, ``family``, ``role``, ``layer``,
 ``trades``, ``gross`` (value traded), ``net``, ``throughput``, ``mean_hops``, ``profit``,
@@ -175,7 +180,8 @@ def summary_text(folder: TradeFolder, top: int = 5, width: int = 60) -> str:
         f"trade run: {folder.path}",
         f"scenario: {s['scenario']} - {n} agents, goods {s['goods']}, "
         + (f"{s['graph']} network ({s['n_edges']} edges), " if "graph" in s else "")
-        + (f"medium {s['medium']}, " if "medium" in s else "") + f"seed {s.get('seed', '?')}",
+        + (f"medium {s['medium']}, " if "medium" in s else "")
+        + f"seed {s.get('seed', '?')}",
         f"status:   {status} after {rounds} rounds ({met}"
         + (f", tol {s['tol']:g})" if s.get("tol") else ")"),
         f"trades:   {s['trades']} executed, {s['rejected']} rejected, {s['pairs']} meetings; "
@@ -192,7 +198,8 @@ def summary_text(folder: TradeFolder, top: int = 5, width: int = 60) -> str:
     for k in np.unique(layer):
         sel = layer == k
         name = "outside" if k < 0 else str(k)
-        parts.append(f"{name}: {int(sel.sum())}" + (f" ({through[sel].mean():.2f})" if k >= 0 else ""))
+        mean = f" ({through[sel].mean():.2f})" if k >= 0 else ""
+        parts.append(f"{name}: {int(sel.sum())}{mean}")
     lines.append("layers:   " + ", ".join(parts) + "  (agents, mean throughput; 0: the sources)")
     hops = s.get("mean_hops_per_good")
     if hops is not None:
@@ -215,6 +222,9 @@ def summary_text(folder: TradeFolder, top: int = 5, width: int = 60) -> str:
         lines.append(f"walras:   median utility gap {w['utility_gap_median']:+.1%} against the "
                      f"Walrasian allocation; {w['share_worse_than_walras']:.0%} of agents worse "
                      "off")  # fmt: skip
+    if s.get("flows_graphml") is False:
+        lines.append(f"graphml:  no flows.graphml ({n} agents); the network with every attribute: "
+                     f"tatonnet inspect {folder.path} --export OUT --format graphml")  # fmt: skip
     m = folder.metrics
     lines.append(f"per round: rounds 1..{m.num_rows} left to right")
     for name, values, log in (("trades", m["trades"].to_numpy(), False),

@@ -289,11 +289,12 @@ def test_resume_touches_only_a_run_work_folder(case, force, here, capsys):
     assert snapshot(tmp) == before
 
 
-def test_trade_and_study_refuse_resume_and_touch_nothing(here, capsys):
+def test_trade_and_study_resume_touch_no_user_folder(here, capsys):
     user_folder(here.parent / ".x.partial", "links", here.parent / "outside")
     before = snapshot(here.parent)
     x = here.parent / "x"
-    assert_refused(*invoke([*COMMANDS["trade"], "--resume", x], capsys), ["cannot be resumed"])
+    assert_refused(*invoke([*COMMANDS["trade"], "--resume", x], capsys),
+                   ["not the work folder of a tatonnet run"])  # fmt: skip
     assert_refused(*invoke([*COMMANDS["study"], "--resume", x], capsys), ["--resume"])
     assert snapshot(here.parent) == before
 

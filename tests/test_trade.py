@@ -10,7 +10,10 @@
 * on a line / a tree with the producer at one end, goods reach consumers through the
   agents in between, who are classified as intermediaries, and the measured hops equal
   the graph distance (line: exactly; tree: at least, and within 10%);
-* measurement known answers (Gini, star centralization, money detection) and user errors.
+* measurement known answers (Gini, star centralization, money detection) and user errors;
+* the measurements read the per-edge accounts, not the log: the accounts are the log's and
+  add up to the state, and the layers equal the log-based networkx definition;
+  ``flows.graphml`` is written by size or on request, and the export works without it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import build_network, from_graph
 from tatonnet.environment.trade import bilateral as tr
 from tatonnet.environment.trade import flows
+from tatonnet.environment.trade.accounts import edge_flows_from_log
 
 FAMILY_SIGMA = {0: np.inf, 1: 1.0, 2: 0.0}
 
@@ -191,7 +195,7 @@ def test_line_goods_reach_consumer_through_intermediaries():
     summary, table = flows.summarize(economy, run_)
     assert list(table["role"][1:6]) == [3] * 5  # intermediaries (threshold 0.5)
     assert table["role"][0] == 1 and table["role"][6] == 2  # producer, consumer
-    np.testing.assert_array_equal(flows.layers(run_.log, 7, 2, good=1), np.arange(7))
+    np.testing.assert_array_equal(flows.layers(run_.edges, 7, good=1), np.arange(7))
     assert summary["intermediary_share"]["0.5"] == pytest.approx(5 / 7)
 
 
@@ -207,7 +211,7 @@ def test_tree_goods_flow_from_root_to_leaves():
     rest = distance > 0  # (a little flows back up to the root, too)
     assert (hops[rest] >= distance[rest] - 1e-9).all()
     assert (hops[rest] <= distance[rest] * 1.1).all()
-    np.testing.assert_array_equal(flows.layers(run_.log, G.number_of_nodes(), 2, good=1), distance)
+    np.testing.assert_array_equal(flows.layers(run_.edges, G.number_of_nodes(), good=1), distance)
     inner = [v for v in G if v != 0 and v not in leaves]
     summary, table = flows.summarize(economy, run_)
     assert (table["throughput"][inner] > 0.25).all()
@@ -222,10 +226,141 @@ def test_measurements_known_answers():
     log = np.zeros((4, len(tr.LOG_FIELDS)))
     log[:, 1], log[:, 2] = 0, [1, 2, 3, 4]
     log[:, 4], log[:, 5], log[:, 6], log[:, 7] = 1, 0, 1.0, 1.0
-    c = flows.concentration(log, 5, np.ones(2))
+    edges = edge_flows_from_log(from_graph(nx.star_graph(4)), log, 2)
+    c = flows.concentration(edges, 5, np.ones(2))
     assert c["degree_centralization"] == pytest.approx(1.0)
     assert c["edge_hhi"] == pytest.approx(0.25) and c["edge_gini"] == pytest.approx(0.0)
     assert c["top_agent_share"] == pytest.approx(0.5)
+
+
+def layers_from_log(log, n, g, good=None):
+    """The layer definition of ``flows`` as it was computed from the trade log, with
+    networkx: per good, sum the signed units per pair, keep the pairs whose net exceeds
+    1e-9 x the largest single trade of the good, BFS from the agents with no inflow."""
+    t = log[log[:, 3] == tr.EXECUTED]
+    src = np.r_[t[:, 1], t[:, 2]].astype(int)
+    dst = np.r_[t[:, 2], t[:, 1]].astype(int)
+    goods, units = np.r_[t[:, 4], t[:, 5]].astype(int), np.r_[t[:, 6], t[:, 7]]
+    layer = np.full(n, -1)
+    for k in range(g) if good is None else np.atleast_1d(good).tolist():
+        sel = goods == k
+        net: dict[tuple[int, int], float] = {}
+        for s, d, q in zip(src[sel].tolist(), dst[sel].tolist(), units[sel].tolist(), strict=True):
+            a, b, sign = (s, d, 1.0) if s < d else (d, s, -1.0)
+            net[(a, b)] = net.get((a, b), 0.0) + sign * q
+        eps = 1e-9 * max(units[sel].max(initial=0.0), 1e-300)
+        G = nx.DiGraph((a, b) if q > 0 else (b, a) for (a, b), q in net.items() if abs(q) > eps)
+        sources = [v for v in G if G.in_degree(v) == 0]
+        if not sources:
+            continue
+        for v, d in nx.multi_source_dijkstra_path_length(G, sources, weight=lambda *_: 1).items():
+            layer[v] = d if layer[v] < 0 else min(layer[v], d)
+    return layer
+
+
+@pytest.mark.parametrize(("seed", "medium"), [(4, "barter"), (8, "numeraire"), (15, "barter")])
+def test_layers_from_edge_accounts_equal_the_networkx_definition(seed, medium):
+    n, g = 36, 3
+    economy, network = random_economy(seed, n, g), random_graph(seed, n)
+    run_ = tr.run_trade(economy, network, tr.TradeConfig(seed=seed, medium=medium), 25)
+    reference = layers_from_log(run_.log, n, g)
+    assert (reference >= 1).any()  # there are layers to compare
+    np.testing.assert_array_equal(flows.layers(run_.edges, n), reference)
+    for k in range(g):
+        np.testing.assert_array_equal(flows.layers(run_.edges, n, k),
+                                      layers_from_log(run_.log, n, g, k))  # fmt: skip
+    table = flows.agent_table(economy, run_.state, run_.edges)
+    np.testing.assert_array_equal(table["layer"], layers_from_log(run_.log, n, g, [1, 2]))
+
+
+def test_edge_accounts_are_the_log_and_add_up_to_the_state():
+    n, g = 40, 3
+    economy, network = random_economy(7, n, g), random_graph(7, n)
+    run_ = tr.run_trade(economy, network, tr.TradeConfig(seed=3), 30)
+    edges, log = run_.edges, run_.log
+    assert edge_flows_from_log(network, log, g).equal(edges)
+    done = log[log[:, 3] == tr.EXECUTED]
+    assert edges.trades.sum() == done.shape[0] == run_.metrics["trades"].sum() > 50
+    parties = np.bincount(done[:, 1:3].astype(int).ravel(), minlength=n)
+    np.testing.assert_array_equal(edges.agent_trades(n), parties)
+    # what every agent received and gave is what crossed its edges
+    received, given = np.zeros((n, g)), np.zeros((n, g))
+    np.add.at(received, edges.target, edges.forward)
+    np.add.at(received, edges.source, edges.backward)
+    np.add.at(given, edges.source, edges.forward)
+    np.add.at(given, edges.target, edges.backward)
+    np.testing.assert_allclose(received, run_.state.inflow, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(given, run_.state.outflow, rtol=1e-12, atol=1e-12)
+    # the counts and the per-edge table the log used to give
+    summary, _ = flows.summarize(economy, run_)
+    assert summary["trades"] == done.shape[0]
+    assert summary["rejected"] == (log[:, 3] == tr.REJECTED).sum()
+    assert summary["pairs"] == log.shape[0]
+    p = np.linspace(1.0, 2.0, g)
+    table = flows.edge_table(edges, ["a", "b", "c"], p)
+    key = {(a, b): e for e, (a, b) in enumerate(zip(table["source"].tolist(),
+                                                    table["target"].tolist(), strict=True))}  # fmt: skip
+    volume = np.zeros(len(key))
+    for row in done:
+        volume[key[int(row[1]), int(row[2])]] += p[int(row[4])] * row[6] + p[int(row[5])] * row[7]
+    np.testing.assert_allclose(table["volume"], volume, rtol=1e-12)
+
+
+def test_layer_aggregates_group_many_layers_into_ranges():
+    layer = np.r_[-1, -1, np.arange(100)]
+    table = {"layer": layer, "role": np.where(layer < 0, 0, 3), "throughput": np.ones(102),
+             "profit": layer.astype(float), "gross": np.full(102, 2.0), "net": np.ones(102)}  # fmt: skip
+    agg = flows.layer_aggregates(table, max_bars=11)
+    assert agg["width"] == 10
+    assert agg["label"] == ["outside", *(f"{a}-{a + 9}" for a in range(0, 100, 10))]
+    assert agg["agents"].tolist() == [2] + [10] * 10
+    assert agg["by_role"][0].tolist() == [2] + [0] * 10
+    assert agg["by_role"].sum(axis=0).tolist() == agg["agents"].tolist()
+    np.testing.assert_allclose(agg["profit"], [-1.0, *(np.arange(10) * 10 + 4.5)])
+    np.testing.assert_allclose(agg["passed_on"], agg["agents"] * 1.0)
+    roles = np.array(["inactive"] * 2 + ["producer"] * 100)  # as in trade_agents.parquet
+    few = flows.layer_aggregates({**table, "layer": np.minimum(layer, 9), "role": roles})
+    assert few["width"] == 1 and few["label"] == ["outside", *map(str, range(10))]
+    assert few["agents"].tolist() == [2, *[1] * 9, 91] and few["by_role"][1].sum() == 100
+
+
+def test_flows_graphml_by_size_or_on_request(tmp_path, monkeypatch, capsys):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from tatonnet.environment.scenario import load_scenario
+
+    outcome = flows.run_trade_scenario(load_scenario("trade-line"), rounds=30)
+    small, big, asked = (tmp_path / name for name in ("small", "big", "asked"))
+    for folder in (small, big, asked):
+        folder.mkdir()
+    plot = flows.plot_layers
+    monkeypatch.setattr(flows, "plot_layers", lambda *a, **k: None)  # drawn once, below
+    assert flows.write_trade_results(small, outcome)["flows_graphml"] is True
+    F = nx.read_graphml(small / "flows.graphml", node_type=int)
+    roles = pq.read_table(small / "trade_agents.parquet")["role"].to_pylist()
+    assert [F.nodes[i]["role"] for i in range(20)] == roles and roles[0] == "producer"
+    assert F.number_of_edges() == 2 * outcome.run.edges.trades.astype(bool).sum() > 0
+    monkeypatch.setattr(flows, "GRAPHML_MAX_AGENTS", 19)
+    assert flows.write_trade_results(asked, outcome, graphml=True)["flows_graphml"] is True
+    monkeypatch.setattr(flows, "plot_layers", plot)
+    monkeypatch.setattr(flows, "DRAW_AGENTS_MAX", 19)  # and the aggregate picture only
+    summary = flows.write_trade_results(big, outcome)
+    assert not (big / "flows.graphml").exists() and (big / "layers.png").stat().st_size > 10_000
+    assert summary["flows_graphml"] is False
+    assert json.loads((big / "summary.json").read_text())["flows_graphml"] is False
+    G = nx.read_graphml(asked / "flows.graphml", node_type=int)
+    assert sorted(G.edges(data=True)) == sorted(F.edges(data=True))
+    # the network with every attribute, from the Parquet tables, on request
+    assert run.main(["inspect", str(big)]) == 0
+    assert "no flows.graphml (20 agents)" in capsys.readouterr().out
+    out = tmp_path / "export"
+    assert run.main(["inspect", str(big), "--export", str(out), "--format", "graphml"]) == 0
+    N = nx.read_graphml(out / "big.graphml", node_type=int)
+    assert N.number_of_nodes() == 20 and N.number_of_edges() == 19
+    assert [N.nodes[i]["layer"] for i in range(20)] == [F.nodes[i]["layer"] for i in range(20)]
+    assert sum(d for *_, d in N.edges(data="trades")) == summary["trades"] > 0
 
 
 def test_cobb_douglas_complete_graph_approaches_pareto_and_walras():
@@ -278,6 +413,8 @@ def test_explicit_merchants_buy_low_sell_high_and_shard_identically():
 
 
 def test_cli_trade_writes_flow_outputs(tmp_path, capsys):
+    import json
+
     import pyarrow.parquet as pq
 
     out = tmp_path / "line"
@@ -290,6 +427,7 @@ def test_cli_trade_writes_flow_outputs(tmp_path, capsys):
     metrics = pq.read_table(out / "trade_metrics.parquet").to_pydict()
     assert len(metrics["round"]) == 60 and sum(metrics["trades"]) > 0
     assert (out / "layers.png").stat().st_size > 10_000
+    assert json.loads((out / "summary.json").read_text())["flows_graphml"] is True
     assert "intermediaries" in capsys.readouterr().out
 
 
@@ -298,8 +436,10 @@ def test_cli_trade_writes_flow_outputs(tmp_path, capsys):
     [
         (["--scenario", "trade-line", "--graph", "central"], "central"),
         (["--scenario", "trade-line", "--agents", "30"], "network.path has 20 nodes"),
-        (["--scenario", "trade-line", "--workers", "2"], "runs in this process"),
-        (["--scenario", "trade-line", "--resume", "somewhere"], "cannot be resumed"),
+        (["--scenario", "trade-line", "--workers", "30"], "1..20 trade shards can run, not 30"),
+        (["--scenario", "trade-line", "--workers", "0", "--checkpoint-every", "5"],
+         "needs --workers 1 or more"),
+        (["--scenario", "trade-line", "--resume", "somewhere"], "has no stopped run"),
     ],
 )
 def test_cli_trade_user_errors_exit_2(tmp_path, capsys, argv, message):
@@ -318,43 +458,3 @@ def test_trade_table_is_validated(tmp_path, capsys):
     path.write_text(text)
     assert run.main(["--scenario", str(path), "--trade", "--out", str(tmp_path / "y")]) == 2
     assert "trade.medium" in capsys.readouterr().err
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_ray_shards_are_bit_identical_and_recover():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=3, object_store_memory=100 * 2**20, include_dashboard=False,
-                 logging_level="WARNING")  # fmt: skip
-    try:
-        economy, network = random_economy(21, 80, 3), random_graph(21, 80)
-        config = tr.TradeConfig(seed=4)
-        reference = tr.run_trade(economy, network, config, 20)
-        engine = ShardedTrade(economy, network, config, 3, use_ray=True, checkpoint_every=5)
-        engine.fail(shard=2, rnd=13, phase="commit")
-        engine.run(20)
-        state, log = engine.gather()
-        assert len(engine.recoveries) == 1
-        np.testing.assert_allclose(engine.recoveries[0]["ledger"], economy.supply, rtol=1e-12)
-        assert np.array_equal(state.holdings, reference.state.holdings)
-        assert np.array_equal(log, reference.log)
-        engine.close()
-
-        # a shard's process killed between rounds: all actors restart from the checkpoint
-        engine = ShardedTrade(economy, network, config, 3, use_ray=True, checkpoint_every=5)
-        engine.run(12)
-        engine.kill_worker(1)
-        engine.run(8)
-        state, log = engine.gather()
-        assert [r["worker_lost"] for r in engine.recoveries] == [True]
-        assert engine.recoveries[0]["round"] == 12
-        assert np.array_equal(state.holdings, reference.state.holdings)
-        assert np.array_equal(log, reference.log)
-        np.testing.assert_allclose(state.holdings.sum(axis=0), economy.supply, rtol=1e-12)
-        engine.close()
-    finally:
-        if started:
-            ray.shutdown()

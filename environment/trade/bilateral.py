@@ -16,7 +16,8 @@ its own pairs, so in-process and sharded runs are bit-identical.
 Notes
 -----
 **Matching.** Edge ``{u, v}`` (``u < v``) gets the key ``splitmix64(s ^ (round * 2^40 +
-u * 2^20 + v))`` hashed again with ``s`` from ``np.random.SeedSequence(seed)``; it is
+u * 2^20 + v))`` hashed again with ``s`` from ``np.random.SeedSequence(seed)`` (ids of
+2^20 and more, which would collide in that word, chain the hash over round, ``u``, ``v``); it is
 matched in round ``t`` when its key is the smallest among the edges at ``u`` *and* among
 the edges at ``v`` (one Luby step: a matching, computed from stable ids only, so the shard
 count never changes it). Messages per round: each agent publishes its smallest key (1
@@ -60,6 +61,7 @@ import numpy as np
 from tatonnet.environment.build.streams import splitmix64
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network
+from tatonnet.environment.trade.accounts import EdgeFlows
 
 #: trade statuses returned by :func:`trade_pairs`
 EXECUTED, NO_GAP, REJECTED = 0, 1, 2
@@ -78,7 +80,10 @@ class TradeConfig:
     seed : int — matching seed; medium : "barter" (any pair of goods) or "numeraire" (every
     trade has the numeraire on one side); halvings : int — candidate quantities per pair;
     min_gap : float — smallest log-MRS gap worth a trade; merchants : agent ids of
-    explicit merchants (see :func:`round_params`).
+    explicit merchants (see :func:`round_params`); pair : which two goods a meeting
+    trades, "largest-gap" (the ordered pair with the largest log-MRS gap) or "random"
+    (one pair of goods drawn uniformly per meeting, as in Axtell 2005; see
+    :func:`drawn_goods`).
     """
 
     seed: int = 0
@@ -86,6 +91,7 @@ class TradeConfig:
     halvings: int = 20
     min_gap: float = 1e-9
     merchants: tuple[int, ...] = ()
+    pair: str = "largest-gap"
 
     def __post_init__(self):
         if self.medium not in ("barter", "numeraire"):
@@ -98,6 +104,8 @@ class TradeConfig:
             raise TradeError("trade.merchants: expected agent ids (integers >= 0)")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise TradeError(f"trade.seed: expected an integer >= 0, got {self.seed}")
+        if self.pair not in ("largest-gap", "random"):
+            raise TradeError(f"trade.pair: expected 'largest-gap' or 'random', got {self.pair!r}")
 
     def seed_state(self) -> np.uint64:
         return np.uint64(np.random.SeedSequence(self.seed).generate_state(1, np.uint64)[0])
@@ -138,10 +146,18 @@ LOG_FIELDS = ("round", "u", "v", "status", "good", "paid_good", "quantity", "pay
 # ---- matching --------------------------------------------------------------------------------
 @numba.njit(cache=True)
 def edge_key(seed_state, rnd, u, v):
-    """Key of the undirected edge ``{u, v}`` in round ``rnd`` (uint64; ids, not positions)."""
+    """Key of the undirected edge ``{u, v}`` in round ``rnd`` (uint64; ids, not positions).
+
+    Ids below 2^20 and rounds below 2^24 pack into one word (the original key); larger ones
+    would collide there, so they chain the hash over round, smaller and larger id instead.
+    """
     a, b = (u, v) if u < v else (v, u)
-    x = np.uint64(rnd) * np.uint64(1 << 40) + np.uint64(a) * np.uint64(1 << 20) + np.uint64(b)
-    return splitmix64(splitmix64(seed_state ^ x) ^ seed_state)
+    if b < (1 << 20) and rnd < (1 << 24):
+        x = np.uint64(rnd) * np.uint64(1 << 40) + np.uint64(a) * np.uint64(1 << 20) + np.uint64(b)
+        return splitmix64(splitmix64(seed_state ^ x) ^ seed_state)
+    h = splitmix64(seed_state ^ np.uint64(0x5DEECE66D) ^ np.uint64(rnd))
+    h = splitmix64(h ^ np.uint64(a))
+    return splitmix64(h ^ np.uint64(b))
 
 
 @numba.njit(cache=True)
@@ -165,12 +181,14 @@ def min_keys(indptr, indices, ids, seed_state, rnd, out):
 
 @numba.njit(cache=True)
 def mutual_pairs(indptr, indices, ids, keys, seed_state, rnd):
-    """Local rows ``(a, b)`` of the matched pairs with ``a`` an own row and ``ids[a] < ids[b]``.
+    """Local rows ``(a, b)`` of the matched pairs with ``a`` an own row and ``ids[a] < ids[b]``,
+    and the CSR position ``p`` of ``b`` in ``a``'s row.
 
     ``keys`` (rows,) holds every local row's smallest key (ghost rows: as received).
-    Returns (m, 2) int64 in increasing ``ids[a]`` order (own rows are in id order).
+    Returns (m, 3) int64 ``[a, b, p]`` in increasing ``ids[a]`` order (own rows are in id
+    order).
     """
-    out = np.empty((indptr.size, 2), dtype=np.int64)
+    out = np.empty((indptr.size, 3), dtype=np.int64)
     m = 0
     for r in range(indptr.size - 1):
         u = ids[r]
@@ -181,18 +199,86 @@ def mutual_pairs(indptr, indices, ids, keys, seed_state, rnd):
                 if k == keys[r] and k == keys[w]:
                     out[m, 0] = r
                     out[m, 1] = w
+                    out[m, 2] = p
                     m += 1
                     break
     return out[:m]
 
 
-def matching(network: Network, seed_state: np.uint64, rnd: int) -> np.ndarray:
-    """Matched pairs of round ``rnd`` as (m, 2) global ids ``u < v``, sorted by ``u``."""
+@numba.njit(cache=True)
+def edge_slots(indptr, indices, ids):
+    """Account of every CSR position of the own rows: positions ``p`` in row ``r`` with
+    ``ids[indices[p]] > ids[r]`` are numbered 0, 1, ... in CSR order (the rows' edges in
+    :meth:`Network.edge_list` order, counted from the first own row); the others get -1.
+    Returns (nnz,) int64."""
+    out = np.full(indices.size, -1, dtype=np.int64)
+    m = 0
+    for r in range(indptr.size - 1):
+        for p in range(indptr[r], indptr[r + 1]):
+            if ids[indices[p]] > ids[r]:
+                out[p] = m
+                m += 1
+    return out
+
+
+@numba.njit(cache=True)
+def book_trades(slots, result, trades, forward, backward):
+    """Add the executed trades to the per-edge accounts (``slots`` (m,): each meeting's
+    account; ``u`` is the edge's source): one trade, ``q`` of ``k`` forward, ``pay`` of
+    ``l`` backward."""
+    for i in range(slots.size):
+        if result[i, 0] == EXECUTED:
+            e = slots[i]
+            trades[e] += 1
+            forward[e, int(result[i, 1])] += result[i, 3]
+            backward[e, int(result[i, 2])] += result[i, 4]
+
+
+def matching(
+    network: Network, seed_state: np.uint64, rnd: int, positions: bool = False
+) -> np.ndarray:
+    """Matched pairs of round ``rnd`` as (m, 2) global ids ``u < v``, sorted by ``u``
+    (``positions``: (m, 3), the third column ``v``'s CSR position in ``u``'s row)."""
     ids = np.arange(network.n_agents, dtype=np.int64)
     indices = network.indices.astype(np.int64)
     keys = np.empty(network.n_agents, dtype=np.uint64)
     min_keys(network.indptr, indices, ids, seed_state, rnd, keys)
-    return mutual_pairs(network.indptr, indices, ids, keys, seed_state, rnd)
+    pairs = mutual_pairs(network.indptr, indices, ids, keys, seed_state, rnd)
+    return pairs if positions else pairs[:, :2]
+
+
+# ---- the pair of goods of a meeting (pair = "random") ---------------------------------------
+#: salt of the goods draws, so that they are independent of the matching's edge keys
+_PAIR_SALT = np.uint64(0xA0761D6478BD642F)
+
+
+@numba.njit(cache=True)
+def pair_draws(seed_state, rnd, u_ids, v_ids, out):
+    """One uniform in [0, 1) per meeting ``(u_ids[i], v_ids[i])`` (global ids, either order)
+    of round ``rnd``, written to ``out`` (m,): a counter-based function of (seed, round, u,
+    v) only, so any shard count draws the same numbers.
+
+    With ``s = seed_state ^ salt`` and ``a < b`` the two ids: ``h = splitmix64(splitmix64(
+    splitmix64(s ^ rnd) ^ a) ^ b)``, whose top 53 bits give the uniform (the salt keeps it
+    independent of :func:`edge_key`, which decides who meets).
+    """
+    s = seed_state ^ _PAIR_SALT
+    for i in range(u_ids.size):
+        a, b = min(u_ids[i], v_ids[i]), max(u_ids[i], v_ids[i])
+        h = splitmix64(splitmix64(splitmix64(s ^ np.uint64(rnd)) ^ np.uint64(a)) ^ np.uint64(b))
+        out[i] = (h >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 53 bits -> [0, 1)
+
+
+def meeting_draws(config: TradeConfig, seed_state, rnd: int, u_ids, v_ids) -> np.ndarray:
+    """The ``draws`` argument of :func:`trade_pairs` for the meetings ``(u_ids[i],
+    v_ids[i])`` (global ids) of round ``rnd``: (m,) uniforms from :func:`pair_draws` when
+    ``config.pair == "random"``, else an empty (0,) array (the largest-gap pair)."""
+    if config.pair != "random":
+        return np.empty(0)
+    out = np.empty(len(u_ids))
+    pair_draws(seed_state, rnd, np.ascontiguousarray(u_ids, dtype=np.int64),
+               np.ascontiguousarray(v_ids, dtype=np.int64), out)  # fmt: skip
+    return out
 
 
 # ---- the economics of one pair ----------------------------------------------------------------
@@ -267,7 +353,46 @@ def log_marginal_row(x, a, family, sigma, out):
 
 
 @numba.njit(cache=True)
-def trade_pairs(xu, xv, au, av, fu, fv, su, sv, numeraire, halvings, min_gap, result):
+def drawn_goods(mu, mv, xu, xv, numeraire, min_gap, draw):
+    """The goods ``(k, l)`` of one meeting under ``pair = "random"`` (``u`` gives ``k``, ``v``
+    gives ``l``), or ``(-1, -1)``: no trade. ``mu``, ``mv`` (g,) log marginal utilities,
+    ``xu``, ``xv`` (g,) holdings, ``draw`` in [0, 1).
+
+    As in Axtell (2005) — his model, and his code (``sdmccabe/bilateral-exchange``,
+    ``main.cpp``: two distinct commodities drawn, then "if MRS ratio >= exp(eps), do
+    exchange") — the pair is drawn **before** looking at the MRS: one unordered pair
+    ``{a, b}`` uniformly among all ``g (g - 1) / 2`` (``medium = "numeraire"``: among the
+    ``g - 1`` pairs with the numeraire), and the meeting trades only if the agents' MRS of
+    that pair differ by more than ``min_gap``. The direction is the one with the positive
+    gap (``u`` sells the good it values less, relative to ``v``); a meeting whose drawn
+    pair has no gap, or where ``u`` holds no ``k`` or ``v`` no ``l``, makes no trade
+    (status NO_GAP). Drawing only among the profitable pairs would instead condition every
+    meeting on a gain and count fewer idle meetings than Axtell's process does.
+    """
+    g = mu.shape[0]
+    n = g - 1 if numeraire >= 0 else g * (g - 1) // 2
+    if n < 1:
+        return -1, -1
+    t = min(int(draw * n), n - 1)
+    if numeraire >= 0:
+        a = numeraire
+        b = t if t < numeraire else t + 1
+    else:  # the t-th pair (a, b), a < b, in lexicographic order
+        a = 0
+        while t >= g - 1 - a:
+            t -= g - 1 - a
+            a += 1
+        b = a + 1 + t
+    k, l = a, b
+    if (mv[a] - mv[b]) - (mu[a] - mu[b]) < 0:
+        k, l = b, a
+    if xu[k] <= 0 or xv[l] <= 0 or not (mv[k] - mv[l]) - (mu[k] - mu[l]) > min_gap:
+        return -1, -1
+    return k, l
+
+
+@numba.njit(parallel=True, cache=True)
+def trade_pairs(xu, xv, au, av, fu, fv, su, sv, numeraire, halvings, min_gap, result, draws):
     """The trade of each matched pair ``(u, v)``; inputs are per-pair rows (see module Notes).
 
     Parameters
@@ -277,19 +402,36 @@ def trade_pairs(xu, xv, au, av, fu, fv, su, sv, numeraire, halvings, min_gap, re
     numeraire : int — ``-1`` for barter, else the good that must be on one side;
     result : (m, 8) float64, written: ``status, k, l, q, pay, gain_u, gain_v, log_price``
         where ``u`` gives ``q`` of good ``k`` and ``v`` gives ``pay`` of good ``l``
-        (``q`` may be read with ``k``/``l`` swapped: ``k`` is always what ``u`` gives).
+        (``q`` may be read with ``k``/``l`` swapped: ``k`` is always what ``u`` gives);
+    draws : (m,) float64 uniforms in [0, 1) from :func:`meeting_draws`, one per pair: the
+        goods are drawn (:func:`drawn_goods`, ``pair = "random"``); or an empty (0,)
+        array: the ordered pair with the largest gap (``pair = "largest-gap"``). Price,
+        quantity and acceptance are the same under both.
+
+    Pairs run in parallel on numba's threads; a pair's result depends on its own rows
+    only, so the bits do not depend on the thread count.
     """
-    m, g = xu.shape
+    for p in numba.prange(xu.shape[0]):
+        _trade_pair(p, xu, xv, au, av, fu, fv, su, sv, numeraire, halvings, min_gap, result,
+                    draws)  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _trade_pair(p, xu, xv, au, av, fu, fv, su, sv, numeraire, halvings, min_gap, result, draws):
+    """Pair ``p`` of :func:`trade_pairs`."""
+    g = xu.shape[1]
     mu = np.empty(g)
     mv = np.empty(g)
     yu = np.empty(g)
     yv = np.empty(g)
     nu = np.empty(g)
     nv = np.empty(g)
-    for p in range(m):
-        log_marginal_row(xu[p], au[p], fu[p], su[p], mu)
-        log_marginal_row(xv[p], av[p], fv[p], sv[p], mv)
-        best, bk, bl = min_gap, -1, -1
+    log_marginal_row(xu[p], au[p], fu[p], su[p], mu)
+    log_marginal_row(xv[p], av[p], fv[p], sv[p], mv)
+    best, bk, bl = min_gap, -1, -1
+    if draws.size > 0:
+        bk, bl = drawn_goods(mu, mv, xu[p], xv[p], numeraire, min_gap, draws[p])
+    else:
         for k in range(g):
             if xu[p, k] <= 0:
                 continue
@@ -301,49 +443,49 @@ def trade_pairs(xu, xv, au, av, fu, fv, su, sv, numeraire, halvings, min_gap, re
                 gap = (mv[k] - mv[l]) - (mu[k] - mu[l])
                 if gap > best:
                     best, bk, bl = gap, k, l
-        for c in range(8):
-            result[p, c] = 0.0
-        if bk < 0:
-            result[p, 0] = NO_GAP
-            continue
-        k, l = bk, bl
-        lp = 0.5 * ((mu[k] - mu[l]) + (mv[k] - mv[l]))
-        lp = min(_PRICE_CLIP, max(-_PRICE_CLIP, lp))
-        price = np.exp(lp)
-        uu = utility_row(xu[p], au[p], fu[p], su[p])
-        uv = utility_row(xv[p], av[p], fv[p], sv[p])
-        q = min(xu[p, k], xv[p, l] / price)
-        best_score, bq, bpay, bgu, bgv = 0.0, 0.0, 0.0, 0.0, 0.0
-        for _ in range(halvings):
-            pay = min(price * q, xv[p, l])
-            for j in range(g):
-                yu[j] = xu[p, j]
-                yv[j] = xv[p, j]
-            yu[k] = xu[p, k] - q
-            yu[l] = xu[p, l] + pay
-            yv[k] = xv[p, k] + q
-            yv[l] = xv[p, l] - pay
-            gu = utility_row(yu, au[p], fu[p], su[p]) - uu
-            gv = utility_row(yv, av[p], fv[p], sv[p]) - uv
-            log_marginal_row(yu, au[p], fu[p], su[p], nu)
-            log_marginal_row(yv, av[p], fv[p], sv[p], nv)
-            kept = nu[k] - nu[l] <= lp <= nv[k] - nv[l]  # no MRS crosses the price
-            if gu > 0 and gv > 0 and kept:
-                score = min(gu / max(uu, 1e-300), gv / max(uv, 1e-300))
-                if score > best_score:
-                    best_score, bq, bpay, bgu, bgv = score, q, pay, gu, gv
-            q = 0.5 * q
-        result[p, 1] = k
-        result[p, 2] = l
-        result[p, 7] = lp
-        if best_score > 0:
-            result[p, 0] = EXECUTED
-            result[p, 3] = bq
-            result[p, 4] = bpay
-            result[p, 5] = bgu
-            result[p, 6] = bgv
-        else:
-            result[p, 0] = REJECTED
+    for c in range(8):
+        result[p, c] = 0.0
+    if bk < 0:
+        result[p, 0] = NO_GAP
+        return
+    k, l = bk, bl
+    lp = 0.5 * ((mu[k] - mu[l]) + (mv[k] - mv[l]))
+    lp = min(_PRICE_CLIP, max(-_PRICE_CLIP, lp))
+    price = np.exp(lp)
+    uu = utility_row(xu[p], au[p], fu[p], su[p])
+    uv = utility_row(xv[p], av[p], fv[p], sv[p])
+    q = min(xu[p, k], xv[p, l] / price)
+    best_score, bq, bpay, bgu, bgv = 0.0, 0.0, 0.0, 0.0, 0.0
+    for _ in range(halvings):
+        pay = min(price * q, xv[p, l])
+        for j in range(g):
+            yu[j] = xu[p, j]
+            yv[j] = xv[p, j]
+        yu[k] = xu[p, k] - q
+        yu[l] = xu[p, l] + pay
+        yv[k] = xv[p, k] + q
+        yv[l] = xv[p, l] - pay
+        gu = utility_row(yu, au[p], fu[p], su[p]) - uu
+        gv = utility_row(yv, av[p], fv[p], sv[p]) - uv
+        log_marginal_row(yu, au[p], fu[p], su[p], nu)
+        log_marginal_row(yv, av[p], fv[p], sv[p], nv)
+        kept = nu[k] - nu[l] <= lp <= nv[k] - nv[l]  # no MRS crosses the price
+        if gu > 0 and gv > 0 and kept:
+            score = min(gu / max(uu, 1e-300), gv / max(uv, 1e-300))
+            if score > best_score:
+                best_score, bq, bpay, bgu, bgv = score, q, pay, gu, gv
+        q = 0.5 * q
+    result[p, 1] = k
+    result[p, 2] = l
+    result[p, 7] = lp
+    if best_score > 0:
+        result[p, 0] = EXECUTED
+        result[p, 3] = bq
+        result[p, 4] = bpay
+        result[p, 5] = bgu
+        result[p, 6] = bgv
+    else:
+        result[p, 0] = REJECTED
 
 
 @numba.njit(cache=True)
@@ -459,22 +601,29 @@ def round_params(x, economy: Economy, network: Network, config: TradeConfig):
 
 
 def trade_round(
-    state: TradeState, economy: Economy, network: Network, config: TradeConfig
-) -> tuple[TradeState, np.ndarray]:
+    state: TradeState, economy: Economy, network: Network, config: TradeConfig,
+    accounts: tuple[np.ndarray, EdgeFlows] | None = None,
+) -> tuple[TradeState, np.ndarray]:  # fmt: skip
     """One round of matching and bilateral trade; returns the new state and the round's log.
 
     The log is (m, len(LOG_FIELDS)): one row per matched pair, in increasing ``u``.
+    ``accounts = (slots, edges)``: the round's trades are also added to ``edges`` (in
+    place; ``slots`` from :func:`edge_slots` on the whole network).
     """
-    pairs = matching(network, config.seed_state(), state.round)
+    pairs = matching(network, config.seed_state(), state.round, positions=True)
     u, v = pairs[:, 0], pairs[:, 1]
     result = np.zeros((u.size, 8))
     numeraire = economy.numeraire if config.medium == "numeraire" else -1
+    draws = meeting_draws(config, config.seed_state(), state.round, u, v)
     trade_pairs(
         *pair_inputs(state.holdings, round_params(state.holdings, economy, network, config), u, v),
-        numeraire, config.halvings, config.min_gap, result,
+        numeraire, config.halvings, config.min_gap, result, draws,
     )  # fmt: skip
     new = state.copy()
     apply_trades(new.holdings, new.hop_mass, new.inflow, new.outflow, u, v, result)
+    if accounts is not None:
+        slots, edges = accounts
+        book_trades(slots[pairs[:, 2]], result, edges.trades, edges.forward, edges.backward)
     new = dataclasses.replace(new, round=state.round + 1)
     return new, log_rows(state.round, u, v, result)
 
@@ -507,13 +656,16 @@ def pareto_gap(holdings: np.ndarray, economy: Economy) -> float:
 
 @dataclasses.dataclass
 class TradeRun:
-    """A finished trade run: final state, the full log (rows, LOG_FIELDS), per-round metrics."""
+    """A finished trade run: final state, the per-edge accounts
+    (:class:`~tatonnet.environment.trade.accounts.EdgeFlows`), per-round metrics, and the
+    full log (rows, LOG_FIELDS) when it was kept (``keep_log``; else None)."""
 
     state: TradeState
-    log: np.ndarray
+    edges: EdgeFlows
     metrics: dict[str, np.ndarray]
     converged: bool
     rounds: int
+    log: np.ndarray | None = None
 
 
 def run_trade(
@@ -525,69 +677,45 @@ def run_trade(
     state: TradeState | None = None,
     every: int = 1,
     on_round=None,
+    keep_log: bool = True,
 ) -> TradeRun:
     """Run up to ``rounds`` rounds; stop early when ``pareto_gap < tol`` (checked every
     ``every`` rounds). Nothing else stops it: a run that has not met ``tol`` says
     ``converged = False``. ``on_round(state)``, if given, is called after every round (a
-    progress bar; it must not change the state).
+    progress bar; it must not change the state). ``keep_log``: keep the full trade log
+    (one row per meeting; the per-edge accounts are kept either way).
 
-    Metrics per round: ``pairs`` (meetings), ``trades``, ``rejected``, ``volume`` (units
-    moved, all goods), ``pareto_gap`` (NaN when not checked), ``mrs_std`` (mean over
-    non-numeraire goods of the std of log MRS across agents: dispersion of the agents'
-    valuations), ``price_std`` (mean over goods of the std of the log prices, in
-    numeraire, of this round's executed trades of that good against the numeraire; NaN
-    if none), ``intermediary_share`` (cumulative: share of active agents with unit-weighted
-    throughput >= 0.5, see :mod:`tatonnet.environment.trade.flows`).
+    Metrics per round: see :mod:`tatonnet.environment.trade.metrics` (reduced from
+    per-block partials, so the sharded engine gives the same bits).
     """
+    from tatonnet.environment.trade import metrics as tm
+
     if network.is_central:
         raise TradeError("trade: goods move along edges; the 'central' network has none")
     if rounds < 1:
         raise TradeError(f"trade: rounds must be >= 1, got {rounds}")
     state = state or TradeState.initial(economy.endowments)
-    logs, names = [], ("pairs", "trades", "rejected", "volume", "pareto_gap", "mrs_std",
-                       "price_std", "intermediary_share")  # fmt: skip
-    num = economy.numeraire
-    metrics = {k: [] for k in names}
+    ids = np.arange(economy.n_agents, dtype=np.int64)
+    edges = EdgeFlows.zeros(network, economy.n_goods)
+    slots = edge_slots(network.indptr, network.indices.astype(np.int64), ids)
+    params = (economy.shares, economy.family, economy.sigma)
+    logs, history = [], []
     converged = False
     for _ in range(rounds):
-        state, log = trade_round(state, economy, network, config)
-        logs.append(log)
-        status = log[:, 3]
-        done = status == EXECUTED
-        metrics["pairs"].append(log.shape[0])
-        metrics["trades"].append(int(done.sum()))
-        metrics["rejected"].append(int((status == REJECTED).sum()))
-        metrics["volume"].append(float(log[done, 6].sum() + log[done, 7].sum()))
-        t = log[done]
-        lp = np.concatenate([t[t[:, 5] == num, 10], -t[t[:, 4] == num, 10]])
-        good = np.concatenate([t[t[:, 5] == num, 4], t[t[:, 4] == num, 5]])
-        stds = [lp[good == k].std() for k in np.unique(good) if (good == k).sum() > 1]
-        metrics["price_std"].append(float(np.mean(stds)) if stds else np.nan)
-        gross = (state.inflow + state.outflow).sum(axis=1)
-        net = np.abs(state.inflow - state.outflow).sum(axis=1)
-        active = gross > 0
-        share = (1 - net[active] / gross[active] >= 0.5).mean() if active.any() else 0.0
-        metrics["intermediary_share"].append(float(share))
+        state, log = trade_round(state, economy, network, config, (slots, edges))
+        if keep_log:
+            logs.append(log)
         check = state.round % every == 0
-        if check:
-            r = log_mrs(state.holdings, economy)
-            gap = float((r.max(axis=0) - r.min(axis=0)).max())
-            free = [j for j in range(economy.n_goods) if j != economy.numeraire]
-            metrics["pareto_gap"].append(gap)
-            metrics["mrs_std"].append(float(r[:, free].std(axis=0).mean()))
-        else:
-            gap = np.nan
-            metrics["pareto_gap"].append(np.nan)
-            metrics["mrs_std"].append(np.nan)
+        part = tm.round_partials(
+            economy.n_agents, 0, log[:, 1].astype(np.int64), np.ascontiguousarray(log[:, 3:]),
+            state.holdings, params, state.inflow, state.outflow, economy.numeraire, check,
+        )  # fmt: skip
+        history.append(tm.combine([part], economy.numeraire))
         if on_round is not None:
             on_round(state)
-        if tol is not None and check and gap < tol:
+        if tol is not None and check and history[-1]["pareto_gap"] < tol:
             converged = True
             break
-    return TradeRun(
-        state,
-        np.concatenate(logs) if logs else np.empty((0, len(LOG_FIELDS))),
-        {k: np.asarray(v) for k, v in metrics.items()},
-        converged,
-        state.round,
-    )
+    log = (np.concatenate(logs) if logs else np.empty((0, len(LOG_FIELDS)))) if keep_log else None
+    metrics = {k: np.asarray([h[k] for h in history]) for k in tm.NAMES}
+    return TradeRun(state, edges, metrics, converged, state.round, log)
