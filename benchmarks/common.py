@@ -320,3 +320,22 @@ class MemorySampler(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join()
+
+
+def run_tatonnet(args: list[str], out: Path) -> tuple[dict, float, MemorySampler]:
+    """``python -m tatonnet ARGS --quiet --out OUT`` watched by a :class:`MemorySampler`;
+    returns its ``summary.json``, wall seconds and the sampler (raises if it failed)."""
+    import sys
+
+    cmd = [sys.executable, "-m", "tatonnet", *map(str, args), "--quiet", "--out", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    sampler = MemorySampler(proc.pid)
+    sampler.start()
+    _, stderr = proc.communicate()
+    sampler.stop()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr.strip()[-400:]}")
+    return json.loads((Path(out) / "summary.json").read_text()), wall, sampler

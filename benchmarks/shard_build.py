@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,11 +36,10 @@ from pathlib import Path
 
 from common import (
     RESULTS,
-    ROOT,
-    MemorySampler,
     git_info,
     load_average,
     machine_info,
+    run_tatonnet,
     write_report,
 )
 
@@ -55,18 +53,7 @@ def log(msg: str) -> None:
 def run_cli(args: list[str], workdir: Path) -> dict:
     """One ``tatonnet`` run; its summary, wall time and memory."""
     out = workdir / f"run-{time.time_ns()}"
-    cmd = [PYTHON, "-m", "tatonnet", *args, "--quiet", "--out", str(out)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    sampler = MemorySampler(proc.pid)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    sampler.stop()
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr.strip()[-400:]}")
-    summary = json.loads((out / "summary.json").read_text())
+    summary, wall, sampler = run_tatonnet(args, out)
     shutil.rmtree(out)
     top = sorted(sampler.peak_rss_kib.items(), key=lambda kv: -kv[1])
     return {

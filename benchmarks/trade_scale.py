@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, MemorySampler, git_info, load_average, machine_info, write_report
+from common import RESULTS, git_info, load_average, machine_info, run_tatonnet, write_report
 
 PYTHON = sys.executable
 ENGINES = {"in-process": ["--workers", "0"], "ray-2": ["--workers", "2"]}
@@ -37,19 +35,8 @@ def log(msg: str) -> None:
 
 def run_trade(n: int, rounds: int, engine: list[str], workdir: Path) -> dict:
     out = workdir / f"run-{time.time_ns()}"
-    cmd = [PYTHON, "-m", "tatonnet", "--trade", "--scenario", "cobb-douglas", "--agents",
-           str(n), "--rounds", str(rounds), *engine, "--quiet", "--out", str(out)]  # fmt: skip
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    sampler = MemorySampler(proc.pid)
-    sampler.start()
-    _, stderr = proc.communicate()
-    sampler.stop()
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr.strip()[-400:]}")
-    s = json.loads((out / "summary.json").read_text())
+    s, wall, sampler = run_tatonnet(["--trade", "--scenario", "cobb-douglas", "--agents", n,
+                                     "--rounds", rounds, *engine], out)  # fmt: skip
     shutil.rmtree(out)
     return {
         "command_wall_s": wall,

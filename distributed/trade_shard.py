@@ -293,8 +293,43 @@ class TradeShard:
         if self.keep_log:
             self.logs.append(tr.log_rows(self.round, u, s.ids[pairs[:, 1]], result))
         self.round += 1
-        return tm.round_partials(s.n_agents, s.start, u, result, self.x[:o], self._own_params,
-                                 self.inflow[:o], self.outflow[:o], s.numeraire, check)  # fmt: skip
+        mrs = tr.log_mrs_rows(self.x[:o], self._own_params, s.numeraire) if check else None
+        return tm.round_partials(s.n_agents, s.start, u, result, self.inflow[:o],
+                                 self.outflow[:o], s.numeraire, mrs)  # fmt: skip
+
+    # ---- the same phases on Ray: one value per shard, passed shard to shard ----------------
+    # Each ``*_to`` returns ``K`` values (``num_returns=K``), value ``d`` for shard ``d``
+    # (None where nothing goes); each ``*_from`` takes one value from every shard. The
+    # driver only wires the object references; it waits once a round, for the partials.
+    @staticmethod
+    def _spread(out: dict, n_shards: int):
+        values = tuple(out.get(d) for d in range(n_shards))
+        return values if n_shards > 1 else values[0]
+
+    @staticmethod
+    def _gather(values) -> dict:
+        return {src: v for src, v in enumerate(values) if v is not None}
+
+    def publish_to(self, n_shards: int):
+        return self._spread(self.publish(), n_shards)
+
+    def receive_from(self, *messages) -> None:
+        self.receive(self._gather(messages))
+
+    def valuations_to(self, n_shards: int, _received=None):
+        return self._spread(self.valuations(), n_shards)
+
+    def receive_valuations_from(self, *messages) -> None:
+        self.receive_valuations(self._gather(messages))
+
+    def prepare_to(self, n_shards: int, _received=None):
+        return self._spread(self.prepare(), n_shards)
+
+    def commit_from_to(self, n_shards: int, *proposals):
+        return self._spread(self.commit(self._gather(proposals)), n_shards)
+
+    def finalize_from(self, check: bool, *acks) -> tm.Partials:
+        return self.finalize(self._gather(acks), check)
 
     # ---- inspection and checkpoints ------------------------------------------------------
     def ledger(self) -> np.ndarray:
@@ -462,6 +497,8 @@ class ShardedTrade:
         self._call("set_fail", args)
 
     def _round(self, check: bool) -> list[tm.Partials]:
+        if self.use_ray:
+            return self._round_on_ray(check)
         K = len(self.shards)
         out = self._call("publish")
         self._call("receive", [({src: out[src][k] for src in range(K) if k in out[src]},)
@@ -475,6 +512,36 @@ class ShardedTrade:
                                        if k in proposals[src]},) for k in range(K)])  # fmt: skip
         return self._call("finalize", [({src: acks[src][k] for src in range(K)
                                          if k in acks[src]}, check) for k in range(K)])  # fmt: skip
+
+    def _round_on_ray(self, check: bool) -> list[tm.Partials]:
+        """The round as one graph of actor tasks: messages go shard to shard as objects
+        (actor tasks run in submission order), the driver waits only for the partials."""
+        import ray
+
+        K, shards = len(self.shards), self.shards
+
+        def send(method: str) -> list[list]:  # out[src][dst]
+            refs = [getattr(s, method).options(num_returns=K).remote(K) for s in shards]
+            return [r if K > 1 else [r] for r in refs]
+
+        out = send("publish_to")
+        done = [s.receive_from.remote(*(out[src][k] for src in range(K)))
+                for k, s in enumerate(shards)]  # fmt: skip
+        if self.config.merchants:
+            out = [s.valuations_to.options(num_returns=K).remote(K, d)
+                   for s, d in zip(shards, done, strict=True)]  # fmt: skip
+            out = [r if K > 1 else [r] for r in out]
+            done = [s.receive_valuations_from.remote(*(out[src][k] for src in range(K)))
+                    for k, s in enumerate(shards)]  # fmt: skip
+        # a shard's prepare takes its receive's (empty) result: an error there fails the round
+        proposals = [s.prepare_to.options(num_returns=K).remote(K, d)
+                     for s, d in zip(shards, done, strict=True)]  # fmt: skip
+        proposals = [r if K > 1 else [r] for r in proposals]
+        acks = [s.commit_from_to.options(num_returns=K).remote(
+                    K, *(proposals[src][k] for src in range(K))) for k, s in enumerate(shards)]
+        acks = [r if K > 1 else [r] for r in acks]
+        return ray.get([s.finalize_from.remote(check, *(acks[src][k] for src in range(K)))
+                        for k, s in enumerate(shards)])  # fmt: skip
 
     def step(self) -> dict[str, float]:
         """One round (with the log-MRS metrics when its number is a multiple of

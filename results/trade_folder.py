@@ -2,7 +2,8 @@
 
 The folder (written by :func:`tatonnet.environment.trade.flows.write_trade_results`):
 ``summary.json``, ``run.json``, ``trade_agents.parquet`` (per agent), ``trade_metrics.parquet``
-(per round), ``edges.parquet`` (per network edge: ``trades``, ``volume``, ``units_<good>``),
+(per round), ``edges.parquet`` (per network edge: ``trades``, ``volume``, ``units_<good>``,
+``forward_<good>``),
 ``layers.png`` and, for economies up to
 :data:`~tatonnet.environment.trade.flows.GRAPHML_MAX_AGENTS` agents or when asked,
 ``flows.graphml`` (the directed flows; ``summary.json`` key ``flows_graphml`` says whether

@@ -31,7 +31,7 @@ from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import build_network, from_graph
 from tatonnet.environment.trade import bilateral as tr
 from tatonnet.environment.trade import flows
-from tatonnet.environment.trade.accounts import edge_flows_from_log
+from tatonnet.environment.trade.bilateral import edge_flows_from_log
 
 FAMILY_SIGMA = {0: np.inf, 1: 1.0, 2: 0.0}
 

@@ -59,26 +59,3 @@ class EdgeFlows:
             for f in dataclasses.fields(self)
         )
 
-
-def edge_flows_from_log(network: Network, log: np.ndarray, n_goods: int) -> EdgeFlows:
-    """The accounts of a trade log (rows as ``bilateral.LOG_FIELDS``); for tests and for
-    logs kept by the Python API. Sums in log order, as the engines do."""
-    from tatonnet.environment.trade import bilateral as tr
-
-    flows = EdgeFlows.zeros(network, n_goods)
-    n = network.n_agents
-    keys = flows.source * n + flows.target
-    t = log[log[:, 3] == tr.EXECUTED]
-    u, v = t[:, 1].astype(np.int64), t[:, 2].astype(np.int64)
-    row = np.searchsorted(keys, np.minimum(u, v) * n + np.maximum(u, v))
-    if row.size and not np.array_equal(keys[np.minimum(row, keys.size - 1)],
-                                       np.minimum(u, v) * n + np.maximum(u, v)):  # fmt: skip
-        raise tr.TradeError("trade log: a trade along a pair that is not an edge")
-    forward_dir = u < v  # the log's u gives `good` to v
-    for i in range(t.shape[0]):
-        e, k, l = row[i], int(t[i, 4]), int(t[i, 5])
-        flows.trades[e] += 1
-        give, get = (flows.forward, flows.backward) if forward_dir[i] else (flows.backward, flows.forward)
-        give[e, k] += t[i, 6]
-        get[e, l] += t[i, 7]
-    return flows

@@ -62,15 +62,10 @@ from tatonnet.environment.build.streams import splitmix64
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network
 from tatonnet.environment.trade.accounts import EdgeFlows
+from tatonnet.environment.trade.codes import EXECUTED, NO_GAP, REJECTED, TradeError
 
-#: trade statuses returned by :func:`trade_pairs`
-EXECUTED, NO_GAP, REJECTED = 0, 1, 2
 _LOG_CLIP = 700.0
 _PRICE_CLIP = 50.0
-
-
-class TradeError(ValueError):
-    """Invalid trade parameters (one-line message)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -546,6 +541,28 @@ def log_rows(rnd: int, u: np.ndarray, v: np.ndarray, result: np.ndarray) -> np.n
     return out
 
 
+def edge_flows_from_log(network: Network, log: np.ndarray, n_goods: int) -> EdgeFlows:
+    """The accounts of a trade log (rows as ``bilateral.LOG_FIELDS``); for tests and for
+    logs kept by the Python API. Sums in log order, as the engines do."""
+    flows = EdgeFlows.zeros(network, n_goods)
+    n = network.n_agents
+    keys = flows.source * n + flows.target
+    t = log[log[:, 3] == EXECUTED]
+    u, v = t[:, 1].astype(np.int64), t[:, 2].astype(np.int64)
+    row = np.searchsorted(keys, np.minimum(u, v) * n + np.maximum(u, v))
+    if row.size and not np.array_equal(keys[np.minimum(row, keys.size - 1)],
+                                       np.minimum(u, v) * n + np.maximum(u, v)):  # fmt: skip
+        raise TradeError("trade log: a trade along a pair that is not an edge")
+    forward_dir = u < v  # the log's u gives `good` to v
+    for i in range(t.shape[0]):
+        e, k, l = row[i], int(t[i, 4]), int(t[i, 5])
+        flows.trades[e] += 1
+        give, get = (flows.forward, flows.backward) if forward_dir[i] else (flows.backward, flows.forward)
+        give[e, k] += t[i, 6]
+        get[e, l] += t[i, 7]
+    return flows
+
+
 @numba.njit(cache=True)
 def merchant_valuations(x, a, family, sigma, numeraire, indptr, indices, rows, is_merchant, out):
     """Valuations of merchant rows ``rows`` (m,) from their neighbours' MRS; ``out`` (m, g).
@@ -639,8 +656,14 @@ def _log_mrs(x, a, family, sigma, numeraire, out):
 
 def log_mrs(holdings: np.ndarray, economy: Economy) -> np.ndarray:
     """Log MRS of every good in units of the numeraire; (n, g) (numeraire column 0)."""
-    out = np.empty(holdings.shape)
-    _log_mrs(holdings, economy.shares, economy.family, economy.sigma, economy.numeraire, out)
+    return log_mrs_rows(holdings, (economy.shares, economy.family, economy.sigma),
+                        economy.numeraire)  # fmt: skip
+
+
+def log_mrs_rows(x: np.ndarray, params: tuple, numeraire: int) -> np.ndarray:
+    """Log MRS of rows ``x`` (o, g) with ``params = (shares, family, sigma)`` of those rows."""
+    out = np.empty(x.shape)
+    _log_mrs(x, *params, numeraire, out)
     return out
 
 
@@ -706,9 +729,10 @@ def run_trade(
         if keep_log:
             logs.append(log)
         check = state.round % every == 0
+        mrs = log_mrs_rows(state.holdings, params, economy.numeraire) if check else None
         part = tm.round_partials(
             economy.n_agents, 0, log[:, 1].astype(np.int64), np.ascontiguousarray(log[:, 3:]),
-            state.holdings, params, state.inflow, state.outflow, economy.numeraire, check,
+            state.inflow, state.outflow, economy.numeraire, mrs,
         )  # fmt: skip
         history.append(tm.combine([part], economy.numeraire))
         if on_round is not None:

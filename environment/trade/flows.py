@@ -111,7 +111,8 @@ def agent_table(
     u0 = economy.utility(economy.endowments)
     u1 = economy.utility(state.holdings)
     with np.errstate(invalid="ignore", divide="ignore"):
-        gain = np.where(u0 > 0, u1 / np.where(u0 > 0, u0, 1.0) - 1.0, np.inf * (u1 > u0))
+        gain = np.where(u0 > 0, u1 / np.where(u0 > 0, u0, 1.0) - 1.0,
+                        np.where(u1 > u0, np.inf, 0.0))  # from nothing: +inf, or no gain
     held = state.holdings.sum(axis=1)
     hops = np.where(held > 0, state.hop_mass.sum(axis=1) / np.where(held > 0, held, 1.0), 0.0)
     return {
@@ -311,12 +312,16 @@ def flow_graph(economy: Economy, edges: EdgeFlows, table: dict, prices: np.ndarr
 def edge_table(edges: EdgeFlows, goods, prices: np.ndarray) -> dict[str, np.ndarray]:
     """What crossed every edge of the network, one row per undirected edge (``source`` <
     ``target``, in :meth:`~tatonnet.environment.network.Network.edge_list` order): ``trades``
-    (executed trades), ``volume`` (value at ``prices``, both directions) and ``units_<good>``
-    (units moved, both directions); (n_edges,) each. Edges that never traded have zeros."""
+    (executed trades), ``volume`` (value at ``prices``, both directions), ``units_<good>``
+    (units moved, both directions) and ``forward_<good>`` (units moved ``source ->
+    target``; the other way is ``units - forward``); (n_edges,) each. Edges that never
+    traded have zeros."""
     table = {"source": edges.source, "target": edges.target,
              "trades": edges.trades.astype(np.int64), "volume": edge_volumes(edges, prices)}  # fmt: skip
     for k, name in enumerate(goods):
         table[f"units_{name}"] = edges.forward[:, k] + edges.backward[:, k]
+    for k, name in enumerate(goods):
+        table[f"forward_{name}"] = edges.forward[:, k].copy()
     return table
 
 

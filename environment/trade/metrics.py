@@ -31,12 +31,7 @@ import dataclasses
 import numba
 import numpy as np
 
-from tatonnet.environment.trade.bilateral import (
-    EXECUTED,
-    REJECTED,
-    TradeError,
-    log_marginal_row,
-)
+from tatonnet.environment.trade.codes import EXECUTED, REJECTED, TradeError
 
 NAMES = ("pairs", "trades", "rejected", "volume", "pareto_gap", "mrs_std", "price_std",
          "intermediary_share")  # fmt: skip
@@ -129,14 +124,8 @@ def _agent_partials(start, inflow, outflow, block, first, counts):
 
 
 @numba.njit(cache=True)
-def _mrs_partials(start, x, a, family, sigma, numeraire, block, first, mrs):
-    g = x.shape[1]
-    row = np.empty(g)
-    r = np.empty((x.shape[0], g))
-    for i in range(x.shape[0]):
-        log_marginal_row(x[i], a[i], family[i], sigma[i], row)
-        for j in range(g):
-            r[i, j] = row[j] - row[numeraire]
+def _mrs_partials(start, r, block, first, mrs):
+    g = r.shape[1]
     for b in range(mrs.shape[0]):
         for j in range(g):
             mrs[b, j, 0] = -np.inf
@@ -144,7 +133,7 @@ def _mrs_partials(start, x, a, family, sigma, numeraire, block, first, mrs):
             mrs[b, j, 2] = 0.0
             mrs[b, j, 3] = 0.0
             mrs[b, j, 4] = 0.0
-    for i in range(x.shape[0]):
+    for i in range(r.shape[0]):
         b = (start + i) // block - first
         for j in range(g):
             v = r[i, j]
@@ -152,7 +141,7 @@ def _mrs_partials(start, x, a, family, sigma, numeraire, block, first, mrs):
             mrs[b, j, 1] = min(mrs[b, j, 1], v)
             mrs[b, j, 2] += 1.0
             mrs[b, j, 3] += v
-    for i in range(x.shape[0]):
+    for i in range(r.shape[0]):
         b = (start + i) // block - first
         for j in range(g):
             d = r[i, j] - mrs[b, j, 3] / mrs[b, j, 2]
@@ -160,21 +149,22 @@ def _mrs_partials(start, x, a, family, sigma, numeraire, block, first, mrs):
 
 
 def round_partials(
-    n_agents: int, start: int, pair_u: np.ndarray, result: np.ndarray, x: np.ndarray,
-    params: tuple, inflow: np.ndarray, outflow: np.ndarray, numeraire: int, check: bool,
+    n_agents: int, start: int, pair_u: np.ndarray, result: np.ndarray, inflow: np.ndarray,
+    outflow: np.ndarray, numeraire: int, mrs_rows: np.ndarray | None,
 ) -> Partials:  # fmt: skip
-    """Partials of the agents ``start .. start + len(x) - 1`` (whole blocks, or up to ``n``).
+    """Partials of the agents ``start .. start + len(inflow) - 1`` (whole blocks, or up to
+    ``n``).
 
     pair_u : (m,) int64 global id of each meeting's ``u`` (all inside the range);
     result : (m, 8) the meetings' final results (``bilateral.trade_pairs`` columns);
-    x, inflow, outflow : (o, g) the range's holdings and cumulative flows after the round;
-    params : ``(shares, family, sigma)`` of the range's rows (the economy's own: log MRS
-    are the agents' valuations); ``check``: compute the log-MRS partials.
+    inflow, outflow : (o, g) the range's cumulative flows after the round;
+    mrs_rows : (o, g) the range's log MRS in units of the numeraire after the round
+    (``bilateral.log_mrs_rows``, the economy's own utilities), or None: not checked.
     """
     block = block_size(n_agents)
     first = start // block
-    nb = -(-(start + x.shape[0]) // block) - first
-    g = x.shape[1]
+    nb = -(-(start + inflow.shape[0]) // block) - first
+    g = inflow.shape[1]
     counts = np.zeros((nb, 5), dtype=np.int64)
     volume = np.zeros(nb)
     price = np.zeros((nb, g, 3))
@@ -182,9 +172,9 @@ def round_partials(
                    first, counts, volume, price)  # fmt: skip
     _agent_partials(start, inflow, outflow, block, first, counts)
     mrs = np.full((nb, g, 5), np.nan)
-    if check:
-        _mrs_partials(start, x, *params, numeraire, block, first, mrs)
-    return Partials(first, counts, volume, price, mrs, check)
+    if mrs_rows is not None:
+        _mrs_partials(start, mrs_rows, block, first, mrs)
+    return Partials(first, counts, volume, price, mrs, mrs_rows is not None)
 
 
 def _std(stats: np.ndarray) -> np.ndarray:
