@@ -514,8 +514,10 @@ class ShardedTrade:
                                          if k in acks[src]}, check) for k in range(K)])  # fmt: skip
 
     def _round_on_ray(self, check: bool) -> list[tm.Partials]:
-        """The round as one graph of actor tasks: messages go shard to shard as objects
-        (actor tasks run in submission order), the driver waits only for the partials."""
+        """The round as one graph of actor tasks: each message is an object passed from the
+        task that made it to the task that reads it (the driver wires the references
+        without reading them; actor tasks run in submission order), and the driver waits
+        only for the partials."""
         import ray
 
         K, shards = len(self.shards), self.shards

@@ -48,9 +48,11 @@ BYTES_PER_AGENT = 300
 #: Larger models create Mesa agents only on demand (``MarketModel.trader(i)``).
 MESA_AGENTS_UP_TO = 200_000
 
-#: extra bytes per agent of a bilateral-trade run (holdings history, flow provenance, the
-#: flow graph): measured 4.0 GB peak for 10^5 Cobb-Douglas traders, 50 rounds (~40 KiB each).
-TRADE_BYTES_PER_AGENT = 40 * 1024
+#: extra bytes per agent of a bilateral-trade run (holdings, hops and flows, the per-edge
+#: accounts, the measurements and tables written at the end): 10^5 Cobb-Douglas traders
+#: with 4 goods, 50 rounds, peaked at 0.47 GB (4.7 KiB an agent, ~0.3 GB of it the process's
+#: libraries; benchmarks/trade_scale.py), against the 4.0 KiB estimated without trade.
+TRADE_BYTES_PER_AGENT = 2 * 1024
 
 #: bytes per Mesa agent object (created up front up to MESA_AGENTS_UP_TO agents).
 BYTES_PER_MESA_AGENT = 1_000
