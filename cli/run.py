@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="trade goods along the edges instead of tatonnement (--workers and --address "
         "as for tatonnement: Ray trade shards, one CPU each); writes "
-        "summary.json, run.json, flows.graphml, trade_metrics.parquet, trade_agents.parquet, "
-        "edges.parquet, layers.png",
+        "summary.json, run.json, trade_metrics.parquet, trade_agents.parquet, edges.parquet, "
+        "layers.png, and flows.graphml up to 20,000 agents",
     )
     return parser
 
