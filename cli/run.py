@@ -390,7 +390,9 @@ def _resumes_trade(out) -> bool:
 
 
 def _has_checkpoint(work) -> bool:
-    return work is not None and any((work / "checkpoints").glob("round-*/COMPLETE"))
+    from tatonnet.results import checkpoints
+
+    return work is not None and checkpoints.latest(work / "checkpoints") is not None
 
 
 def _discard(claim, fresh: bool) -> None:

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from tatonnet.agents.rules import PriceRule
-from tatonnet.distributed import checkpoints, cluster
+from tatonnet.distributed import cluster
 from tatonnet.distributed.partition import Partition, partition, shard_ranges
 from tatonnet.distributed.shard import Shard, ShardSpec, build_specs
 from tatonnet.environment.build.agents import initial_price_rows
@@ -67,6 +67,7 @@ from tatonnet.environment.tatonnement.dynamics import (
     reduce_partials,
 )
 from tatonnet.environment.tatonnement.status import stop_verdict
+from tatonnet.results import checkpoints
 
 
 class WorkerLost(RuntimeError):

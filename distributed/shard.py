@@ -56,6 +56,7 @@ from tatonnet.environment.tatonnement.dynamics import (
     state_partials,
 )
 from tatonnet.environment.tatonnement.status import stop_verdict
+from tatonnet.results import checkpoints
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -473,17 +474,14 @@ class Shard:
 
     def checkpoint(self, folder: str) -> str:
         """Write own state to ``folder/shard-<k>.npz`` (atomically); returns the path."""
-        path = Path(folder) / f"shard-{self.spec.shard_id}.npz"
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, round=self.round, **self.state())
-        os.replace(tmp, path)
-        return str(path)
+        return checkpoints.write_shard(folder, self.spec.shard_id,
+                                       {"round": self.round, **self.state()})  # fmt: skip
 
     def restore(self, folder: str) -> int:
         """Load own state from a checkpoint folder; ghosts arrive with the next messages."""
-        with np.load(Path(folder) / f"shard-{self.spec.shard_id}.npz") as data:
-            self._load_state(data)
-            self.round = int(data["round"])
+        data = checkpoints.read_shard(folder, self.spec.shard_id)
+        self._load_state(data)
+        self.round = int(data["round"])
         return self.round
 
     def _load_state(self, data) -> None:

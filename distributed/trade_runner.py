@@ -23,7 +23,7 @@ from tatonnet.distributed.trade_shard import ShardedTrade
 from tatonnet.environment.scenario import Scenario, build_market
 from tatonnet.environment.trade import bilateral as tr
 from tatonnet.environment.trade import flows
-from tatonnet.environment.trade.metrics import n_blocks
+from tatonnet.environment.trade.metrics import n_blocks, trade_ranges
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +62,6 @@ class TradeOptions:
                 "cluster would be joined; use --workers 1 or more, or leave out --address"
             )
         if self.workers >= 1:
-            from tatonnet.environment.trade.metrics import trade_ranges
-
             trade_ranges(scenario.n_agents, self.workers)
 
 

@@ -40,7 +40,6 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from tatonnet.distributed import checkpoints
 from tatonnet.distributed.cluster import is_worker_loss
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network, sorted_unique
@@ -48,6 +47,7 @@ from tatonnet.environment.trade import bilateral as tr
 from tatonnet.environment.trade import metrics as tm
 from tatonnet.environment.trade.accounts import EdgeFlows
 from tatonnet.environment.trade.metrics import trade_ranges
+from tatonnet.results import checkpoints
 
 
 class ShardFailed(RuntimeError):
@@ -374,16 +374,11 @@ class TradeShard:
         if self.keep_log:
             logs = state.pop("logs")
             state["log"] = np.concatenate(logs) if logs else np.empty((0, len(tr.LOG_FIELDS)))
-        path = Path(folder) / f"shard-{self.spec.shard_id}.npz"
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **state)
-        os.replace(tmp, path)
-        return str(path)
+        return checkpoints.write_shard(folder, self.spec.shard_id, state)
 
     def restore_from(self, folder: str) -> int:
         """Load own state from a checkpoint folder; returns its round."""
-        with np.load(Path(folder) / f"shard-{self.spec.shard_id}.npz") as data:
-            state = {k: data[k] for k in data.files}
+        state = checkpoints.read_shard(folder, self.spec.shard_id)
         if self.keep_log:
             state["logs"] = [state.pop("log")]
         self.restore(state)
@@ -522,28 +517,24 @@ class ShardedTrade:
 
         K, shards = len(self.shards), self.shards
 
-        def send(method: str) -> list[list]:  # out[src][dst]
-            refs = [getattr(s, method).options(num_returns=K).remote(K) for s in shards]
+        def fan_out(method: str, args: list[tuple]) -> list[list]:
+            """``method`` on every shard (its ``args[k]``), K values each: ``out[src][dst]``."""
+            refs = [getattr(s, method).options(num_returns=K).remote(K, *a)
+                    for s, a in zip(shards, args, strict=True)]  # fmt: skip
             return [r if K > 1 else [r] for r in refs]
 
-        out = send("publish_to")
-        done = [s.receive_from.remote(*(out[src][k] for src in range(K)))
-                for k, s in enumerate(shards)]  # fmt: skip
+        def to(k: int, out: list[list]) -> tuple:  # what every shard sent to shard k
+            return tuple(out[src][k] for src in range(K))
+
+        out = fan_out("publish_to", [()] * K)
+        done = [s.receive_from.remote(*to(k, out)) for k, s in enumerate(shards)]
         if self.config.merchants:
-            out = [s.valuations_to.options(num_returns=K).remote(K, d)
-                   for s, d in zip(shards, done, strict=True)]  # fmt: skip
-            out = [r if K > 1 else [r] for r in out]
-            done = [s.receive_valuations_from.remote(*(out[src][k] for src in range(K)))
-                    for k, s in enumerate(shards)]  # fmt: skip
+            out = fan_out("valuations_to", [(d,) for d in done])
+            done = [s.receive_valuations_from.remote(*to(k, out)) for k, s in enumerate(shards)]
         # a shard's prepare takes its receive's (empty) result: an error there fails the round
-        proposals = [s.prepare_to.options(num_returns=K).remote(K, d)
-                     for s, d in zip(shards, done, strict=True)]  # fmt: skip
-        proposals = [r if K > 1 else [r] for r in proposals]
-        acks = [s.commit_from_to.options(num_returns=K).remote(
-                    K, *(proposals[src][k] for src in range(K))) for k, s in enumerate(shards)]
-        acks = [r if K > 1 else [r] for r in acks]
-        return ray.get([s.finalize_from.remote(check, *(acks[src][k] for src in range(K)))
-                        for k, s in enumerate(shards)])  # fmt: skip
+        proposals = fan_out("prepare_to", [(d,) for d in done])
+        acks = fan_out("commit_from_to", [to(k, proposals) for k in range(K)])
+        return ray.get([s.finalize_from.remote(check, *to(k, acks)) for k, s in enumerate(shards)])
 
     def step(self) -> dict[str, float]:
         """One round (with the log-MRS metrics when its number is a multiple of
@@ -639,16 +630,18 @@ class ShardedTrade:
             if tol is not None and metrics["pareto_gap"] < tol:
                 converged = True
                 break
-        state, log = self.gather()
+        states = self._call("state")  # once: the state, the log and the accounts
+        state, log = self.gather(states)
         history = {k: np.asarray([h[k] for h in self.history], dtype=float) for k in tm.NAMES}
         for k in ("pairs", "trades", "rejected"):
             history[k] = history[k].astype(np.int64)
-        return tr.TradeRun(state, self.edges(), history, converged, self.round, log)
+        return tr.TradeRun(state, self.edges(states), history, converged, self.round, log)
 
-    def gather(self) -> tuple[tr.TradeState, np.ndarray | None]:
+    def gather(self, states: list[dict] | None = None) -> tuple[tr.TradeState, np.ndarray | None]:
         """The global state and the trade log sorted by (round, u), as in-process (None
-        when the log is not kept)."""
-        states = self._call("state")
+        when the log is not kept); ``states``: the shards' (:meth:`TradeShard.state`), if
+        already fetched."""
+        states = self._call("state") if states is None else states
         cat = lambda name: np.concatenate([s[name] for s in states])  # noqa: E731
         state = tr.TradeState(self.round, cat("x"), cat("hop"), cat("inflow"), cat("outflow"))
         if not self.keep_log:
@@ -658,9 +651,9 @@ class ShardedTrade:
         log = log[np.lexsort((log[:, 1], log[:, 0]))]
         return state, log
 
-    def edges(self) -> EdgeFlows:
+    def edges(self, states: list[dict] | None = None) -> EdgeFlows:
         """The per-edge accounts of the whole network (the shards' slices, in order)."""
-        states = self._call("state")
+        states = self._call("state") if states is None else states
         source, target, _ = self.network.edge_list()
         cat = lambda name: np.concatenate([s[name] for s in states])  # noqa: E731
         return EdgeFlows(source, target, cat("edge_trades"), cat("forward"), cat("backward"))

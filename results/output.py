@@ -57,6 +57,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tatonnet.agents.utility import family_labels
+from tatonnet.results import checkpoints
 
 #: The marker file of a folder a tatonnet run created (JSON, see :func:`read_marker`).
 MARKER = ".tatonnet-output.json"
@@ -201,11 +202,8 @@ def _remove_tree(folder: Path) -> None:
 
 
 def _latest_checkpoint_round(work: Path) -> int | None:
-    rounds = [
-        int(p.name.split("-")[1]) for p in (work / "checkpoints").glob("round-*")
-        if (p / "COMPLETE").is_file() and p.name.split("-")[1].isdigit()
-    ]  # fmt: skip
-    return max(rounds) if rounds else None
+    folder = checkpoints.latest(work / "checkpoints")
+    return None if folder is None else checkpoints.round_of(folder)
 
 
 # ---- a run's claim on its output folder ---------------------------------------------------

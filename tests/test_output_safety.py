@@ -182,7 +182,7 @@ def test_marked_folder_in_use_is_not_replaced(here, capsys):
 
 def test_read_only_parent_is_refused_before_the_trade_runs(here, capsys, monkeypatch):
     """Checked with os.access (these tests may run as root, who may write anywhere)."""
-    from tatonnet.environment.trade import flows
+    from tatonnet.distributed import trade_runner
 
     locked = here.parent / "read-only"
     locked.mkdir()
@@ -191,7 +191,7 @@ def test_read_only_parent_is_refused_before_the_trade_runs(here, capsys, monkeyp
         os, "access", lambda p, mode, **kw: Path(p) != locked and real_access(p, mode, **kw)
     )
     ran = []
-    monkeypatch.setattr(flows, "run_trade_scenario", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(trade_runner, "run", lambda *a, **k: ran.append(a))
     before = snapshot(here.parent)
     for command in COMMANDS:
         code, out, err = invoke([*COMMANDS[command], "--out", locked / "res"], capsys)

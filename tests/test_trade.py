@@ -329,9 +329,11 @@ def test_flows_graphml_by_size_or_on_request(tmp_path, monkeypatch, capsys):
 
     import pyarrow.parquet as pq
 
+    from tatonnet.distributed import trade_runner
     from tatonnet.environment.scenario import load_scenario
 
-    outcome = flows.run_trade_scenario(load_scenario("trade-line"), rounds=30)
+    options = trade_runner.TradeOptions(workers=0, rounds=30, progress=False)
+    outcome, _ = trade_runner.run(load_scenario("trade-line"), options)
     small, big, asked = (tmp_path / name for name in ("small", "big", "asked"))
     for folder in (small, big, asked):
         folder.mkdir()

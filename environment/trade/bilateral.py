@@ -140,6 +140,19 @@ LOG_FIELDS = ("round", "u", "v", "status", "good", "paid_good", "quantity", "pay
 
 # ---- matching --------------------------------------------------------------------------------
 @numba.njit(cache=True)
+def chained_hash(salted_seed, rnd, a, b):
+    """``splitmix64(splitmix64(splitmix64(s ^ rnd) ^ a) ^ b)``: a counter-based uint64 of
+    (seed, round, smaller id, larger id), for any ids (``s`` the seed state xor a salt)."""
+    h = splitmix64(salted_seed ^ np.uint64(rnd))
+    h = splitmix64(h ^ np.uint64(a))
+    return splitmix64(h ^ np.uint64(b))
+
+
+#: salt of the matching keys of ids of 2^20 and more (:func:`edge_key`)
+_KEY_SALT = np.uint64(0x5DEECE66D)
+
+
+@numba.njit(cache=True)
 def edge_key(seed_state, rnd, u, v):
     """Key of the undirected edge ``{u, v}`` in round ``rnd`` (uint64; ids, not positions).
 
@@ -150,9 +163,7 @@ def edge_key(seed_state, rnd, u, v):
     if b < (1 << 20) and rnd < (1 << 24):
         x = np.uint64(rnd) * np.uint64(1 << 40) + np.uint64(a) * np.uint64(1 << 20) + np.uint64(b)
         return splitmix64(splitmix64(seed_state ^ x) ^ seed_state)
-    h = splitmix64(seed_state ^ np.uint64(0x5DEECE66D) ^ np.uint64(rnd))
-    h = splitmix64(h ^ np.uint64(a))
-    return splitmix64(h ^ np.uint64(b))
+    return chained_hash(seed_state ^ _KEY_SALT, rnd, a, b)
 
 
 @numba.njit(cache=True)
@@ -260,7 +271,7 @@ def pair_draws(seed_state, rnd, u_ids, v_ids, out):
     s = seed_state ^ _PAIR_SALT
     for i in range(u_ids.size):
         a, b = min(u_ids[i], v_ids[i]), max(u_ids[i], v_ids[i])
-        h = splitmix64(splitmix64(splitmix64(s ^ np.uint64(rnd)) ^ np.uint64(a)) ^ np.uint64(b))
+        h = chained_hash(s, rnd, a, b)
         out[i] = (h >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 53 bits -> [0, 1)
 
 

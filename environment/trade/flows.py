@@ -519,7 +519,7 @@ def trade_config_for(scenario, group: np.ndarray) -> tuple[tr.TradeConfig, int, 
 
 @dataclasses.dataclass
 class TradeOutcome:
-    """A finished trade run of a scenario (:func:`run_trade_scenario`)."""
+    """A finished trade run of a scenario (:func:`tatonnet.distributed.trade_runner.run`)."""
 
     scenario: object  # tatonnet.environment.scenario.Scenario
     economy: Economy
@@ -531,38 +531,6 @@ class TradeOutcome:
     config: tr.TradeConfig
     max_rounds: int
     tol: float | None
-
-    def options(self) -> dict:
-        """How it ran, as plain JSON (for ``run.json``)."""
-        return {"rounds": self.max_rounds, "tol": self.tol,
-                "config": dataclasses.asdict(self.config)}  # fmt: skip
-
-
-def run_trade_scenario(scenario, rounds: int | None = None, tol: float | None = None,
-                       progress: bool = False) -> TradeOutcome:  # fmt: skip
-    """Build the scenario's economy and network and run trade on it (``rounds`` and
-    ``tol`` override the scenario's ``[trade]`` table; ``progress``: a tqdm bar on stderr,
-    shown after 2 s)."""
-    import sys
-
-    from tqdm import tqdm
-
-    from tatonnet.environment.scenario import build_market
-
-    economy, group, network, _ = build_market(scenario)
-    config, default_rounds, default_tol = trade_config_for(scenario, group)
-    rounds, tol = rounds or default_rounds, tol or default_tol
-    every = max(1, economy.n_agents // 50) if tol else 1
-    bar = tqdm(
-        total=rounds, delay=2.0, file=sys.stderr, unit="round", disable=not progress,
-        desc=scenario.name, dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 15.0,
-    )  # fmt: skip
-    with bar:
-        run = tr.run_trade(economy, network, config, rounds, tol, every=every,
-                           on_round=lambda _: bar.update(1))  # fmt: skip
-    prices, how = reference_prices(economy)
-    return TradeOutcome(scenario, economy, group, network, run, prices, how, config, rounds, tol)
 
 
 def write_trade_results(
