@@ -219,8 +219,11 @@ class Trader(mesa.Agent):
             signal = state.tracker[i] * dyn.inv_scale[i]
         else:
             signal = state.excess[neighbours].sum(axis=0) * dyn.inv_scale[i]
-        rule.kernel.py_func(coords, signal, state.buffers[i], rule.params())
         numeraire = model.economy.numeraire
+        # the rule's options: its signal transform, and the schedule's step in this round
+        # (state.round: the rounds taken so far, the same count the fused round uses)
+        signal = rule.prepare_signal(signal, numeraire)
+        rule.kernel.py_func(coords, signal, state.buffers[i], rule.round_params(state.round))
         if rule.space == "log":
             coords[numeraire] = 0.0
             prices = np.exp(coords)

@@ -8,7 +8,11 @@ p = 0.1, entropic rule, gradient tracking), run side by side, repeats interleave
 * ``inproc-2t``  — :class:`NetworkTatonnement` in this process on 2 numba threads;
 * ``ray-1x2``    — :class:`ShardEngine` with one Ray worker of 2 threads (``num_cpus=2``);
   planned (:meth:`ShardEngine.plan`, tol 0), so rounds run in batches per remote call;
-* ``ray-2x1``    — two Ray workers of 1 thread each (one ``ray.get`` per round).
+* ``ray-2x1``    — two Ray workers of 1 thread each at the command line's default
+  ``--sync-every auto`` (:data:`~tatonnet.distributed.runner.AUTO_SYNC_EVERY` rounds per
+  driver synchronisation);
+* ``ray-2x1-sync1`` — the same with one driver round trip per round (the default before);
+* with ``--graph``, the same two over a Ray Compiled Graph (``--exchange peer``).
 
 Both Ray configurations share one private local Ray of 2 CPUs (:func:`cluster.connect`).
 Where a round's time goes, per round: each worker's ``receive`` / kernel / ``outgoing``
@@ -47,6 +51,7 @@ from ray_scale_runs import same_metrics
 from tatonnet.agents.rules import make_rule
 from tatonnet.distributed import cluster
 from tatonnet.distributed.engine import ShardEngine
+from tatonnet.distributed.runner import AUTO_SYNC_EVERY
 from tatonnet.environment.tatonnement import dynamics
 from tatonnet.environment.tatonnement.dynamics import NetworkTatonnement
 
@@ -108,7 +113,8 @@ def run_ray(economy, network, rule, p0, group, rounds: int, workers: int, thread
         engine.shutdown()
 
 
-def part1(n: int, rounds: int, repeats: int, sync_every=(10,), seed: int = 0) -> dict:
+def part1(n: int, rounds: int, repeats: int, sync_every=(), graph: bool = False,
+          seed: int = 0) -> dict:  # fmt: skip
     log(f"building the economy and graph ({n:,} agents) ...")
     t0 = time.perf_counter()
     economy = make_economy(n, seed)
@@ -120,14 +126,13 @@ def part1(n: int, rounds: int, repeats: int, sync_every=(10,), seed: int = 0) ->
     configs = {
         "inproc-2t": lambda: run_inproc(economy, network, rule, p0, rounds, 2),
         "ray-1x2": lambda: run_ray(economy, network, rule, p0, group, rounds, 1, 2),
-        "ray-2x1": lambda: run_ray(economy, network, rule, p0, group, rounds, 2, 1, "driver"),
-        "ray-2x1-graph": lambda: run_ray(economy, network, rule, p0, group, rounds, 2, 1, "peer"),
         **{
-            f"ray-2x1{kind}-sync{r}": functools.partial(
+            f"ray-2x1{kind}{'' if r == AUTO_SYNC_EVERY else f'-sync{r}'}": functools.partial(
                 run_ray, economy, network, rule, p0, group, rounds, 2, 1, exchange, r
             )
-            for r in sync_every
             for kind, exchange in (("", "driver"), ("-graph", "peer"))
+            if graph or exchange == "driver"
+            for r in dict.fromkeys((AUTO_SYNC_EVERY, 1, *sync_every))
         },
     }
     t1 = time.perf_counter()
@@ -220,8 +225,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--breakdown-n", type=int, default=10_000)
     ap.add_argument("--breakdown-rounds", type=int, default=300)
-    ap.add_argument("--sync-every", type=int, nargs="*", default=[10],
-                    help="--sync-every values of extra 2 x 1 peer runs")
+    ap.add_argument("--sync-every", type=int, nargs="*", default=[],
+                    help="--sync-every values of extra 2 x 1 runs (auto's and 1 always run)")
+    ap.add_argument("--graph", action="store_true",
+                    help="also run the 2 x 1 configurations over a Compiled Graph")
     ap.add_argument("--skip-default-run", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "ray_threads.json")
     args = ap.parse_args(argv)
@@ -233,8 +240,9 @@ def main(argv=None) -> int:
         "load_average_start": load_average(),
         "git": git_info(),
     }
-    report["large"] = part1(args.n, args.rounds, args.repeats, args.sync_every)
-    report["small"] = part1(args.breakdown_n, args.breakdown_rounds, 1, args.sync_every)
+    report["large"] = part1(args.n, args.rounds, args.repeats, args.sync_every, args.graph)
+    report["small"] = part1(args.breakdown_n, args.breakdown_rounds, 1, args.sync_every,
+                            args.graph)  # fmt: skip
     if not args.skip_default_run:
         report["default_run"] = part2(args.repeats)
     report["numba_threading_layer"] = numba.threading_layer()

@@ -62,6 +62,8 @@ def run_cli(args: list[str], workdir: Path) -> dict:
         "round_s": summary["round_seconds"],
         "reference_s": summary.get("reference_seconds"),
         "agent_rounds_per_s": summary["agent_rounds_per_second"],
+        "rounds": summary["rounds"],
+        "n_agents": summary["n_agents"],
         "engine": summary["engine"],
         "peak_pss_sum_bytes": sampler.peak_pss_kib * 1024,
         "peak_rss_by_process": [

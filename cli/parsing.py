@@ -28,6 +28,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_int_or_auto(text: str) -> int | str:
+    """``auto`` or a positive integer (``--sync-every``)."""
+    return "auto" if text == "auto" else positive_int(text)
+
+
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)

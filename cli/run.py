@@ -21,6 +21,7 @@ from tatonnet.cli.parsing import (
     non_negative_int,
     positive_float,
     positive_int,
+    positive_int_or_auto,
 )
 
 
@@ -137,12 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sync-every",
-        type=positive_int,
-        metavar="R",
-        default=1,
+        type=positive_int_or_auto,
+        metavar="R|auto",
+        default="auto",
         help="Ray workers run R rounds before the driver takes their partial sums (the "
         "stop is still decided from every round; a batch that stops early is run again "
-        "to its stop round from a snapshot); default 1",
+        "to its stop round from a snapshot); auto (default): 10 with two or more Ray "
+        "workers, else 1",
     )
     parser.add_argument(
         "--exchange",

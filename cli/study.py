@@ -1,7 +1,9 @@
 """``tatonnet study``: run a grid of scenarios x rules (a study file) and write its verdicts.
 
-The grid, its cells and its outputs are :mod:`tatonnet.studies.grid`; the tables and
-figures :mod:`tatonnet.studies.report`.
+The grid, its cells and its outputs are :mod:`tatonnet.studies.grid`; the cell cache
+(keys, reuse) :mod:`tatonnet.studies.cache`; the study folder and its cell files
+:mod:`tatonnet.results.study_folder` and :mod:`tatonnet.results.cell_store`; the tables and
+figures :mod:`tatonnet.studies.report`, assembled from the stored cells.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from tatonnet.cli.parsing import EXIT_USAGE, OneLineParser, non_negative_int
 from tatonnet.studies import report
-from tatonnet.studies.grid import StudyError, expand, load_study, run_cells
+from tatonnet.studies.grid import StudyError, expand, load_study
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
             "downsampled trajectories (cells.parquet) and figures (simplex-*.png for 3-good "
             "economies, convergence-*.png)."
         ),
-        epilog="Exit status: 0 when the grid ran (whatever the verdicts), 2 for invalid "
-        "input, 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM); no result "
-        "folder is left then.",
+        epilog="Each finished cell is kept in DIR/cells/ at once: running the same command "
+        "again reuses the stored cells (an interrupted study resumes), and a changed study "
+        "into the same --out runs only its new cells and rewrites the tables. Exit status: 0 "
+        "when the grid ran (whatever the verdicts), 2 for invalid input, 130 when "
+        "interrupted (Ctrl-C), 143 when terminated (SIGTERM).",
     )
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--grid", metavar="FILE|NAME",
@@ -36,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--quick", action="store_true", help="a tiny built-in grid (seconds)")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="result folder (default: runs/study-<name>)")  # fmt: skip
-    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--force", action="store_true",
+                        help="run every cell again (ignore the stored ones); also replaces a "
+                        "tatonnet folder of another kind at --out")  # fmt: skip
     parser.add_argument("--workers", type=non_negative_int, default=2, metavar="K",
                         help="Ray workers (default 2, local Ray); 0 runs in this process")  # fmt: skip
     parser.add_argument("--address", metavar="HOST:PORT", help="join an existing Ray cluster")
@@ -58,51 +64,52 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
 
     from tatonnet.distributed import cluster
-    from tatonnet.results.output import OutputError, atomic_dir, read_marker, safe_name
-    from tatonnet.results.provenance import versions, write_run_json
+    from tatonnet.results.output import OutputError, safe_name
+    from tatonnet.results.study_folder import TABLES, claim_study
+    from tatonnet.studies import cache
 
     t0 = time.perf_counter()
+    claim = staging = None
     try:
         if args.address and args.workers == 0:
             raise StudyError("--address joins a Ray cluster, but --workers 0 runs the cells "
                              "in this process: give --workers K (K >= 1) or leave out --address")  # fmt: skip
         study = load_study("quick" if args.quick else (args.grid or "xor"))
         cells = expand(study)
+        configs = cache.cell_configs(cells)  # every key, before any folder is touched
         out = args.out or Path("runs") / f"study-{safe_name(study.name)}"
-        with atomic_dir(out, args.force, kind="study") as work:  # validated, locked, marked
-            run_id = read_marker(work)["id"]
-            seeds = sorted({c.seed for c in cells})
-            options = {"workers": args.workers, "address": args.address,
-                       "progress": not args.quiet}  # fmt: skip
-            write_run_json(work, "study", {"study": study.model_dump(), "options": options,
-                                           "seeds": seeds, "cells": len(cells)}, run_id)  # fmt: skip
-            results = run_cells(cells, args.workers, args.address, progress=not args.quiet)
-            rows = [r["row"] for r in results]
-            report.write_csv(rows, work / "verdicts.csv")
-            seconds = sum(r.get("seconds", 0.0) for r in rows)
-            footer = (
-                f"Ran with `--workers {args.workers}` in {time.perf_counter() - t0:.0f} s "
-                f"({seconds:.0f} s of cell time); reasons and all columns: verdicts.csv."
-            )
-            report.write_markdown(study, rows, work / "verdicts.md", footer)
-            report.write_trajectories(results, work / "cells.parquet")
-            report.write_timing(rows, work / "timing.csv")
-            (work / "headline.md").write_text(report.headline_tables(rows) + "\n")
-            report.plot_figures(results, work)
-            write_summary(work, study, rows, {
-                "seeds": seeds, **options, "wall_seconds": time.perf_counter() - t0,
-                "cell_seconds": seconds, "versions": versions(), "run_id": run_id,
-                "out": str(out),
-            })  # fmt: skip
-            signals.defer()  # publishing: a signal from here on is reported once it is done
+        figures = [f"{kind}-{name}.png" for name in dict.fromkeys(c.scenario for c in cells)
+                   for kind in ("convergence", "simplex")]  # fmt: skip
+        claim = claim_study(out, args.force, outputs=(*TABLES, *figures))
+        # validated, locked, marked; unlocked in `finally`, after any clean-up
+        store = claim.store
+        plan = cache.plan(cells, configs, store, reuse=not args.force)
+        print(reuse_line(study.name, len(cells), plan), flush=True)
+        cache.run_study_cells(cells, plan, store, args.workers, args.address,
+                              progress=not args.quiet)  # fmt: skip
+        rows = cache.stored_rows(cells, plan.keys, store)
+        staging = claim.staging()
+        _write_tables(study, cells, rows, plan, store, staging, args, t0, claim, out)
+        signals.defer()  # publishing: a signal from here on is reported once it is done
+        claim.publish(staging)
+        staging = None
     except (StudyError, OutputError, cluster.ClusterError) as exc:
+        _clean_up(claim, staging)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:  # SIGINT or SIGTERM (signals.Terminated)
-        print(f"{parser.prog}: {signals.stopped()}; no result folder written", file=sys.stderr)
+        kept = _clean_up(claim, staging)
+        what = (f"{kept} finished cell(s) kept in {str(claim.out / 'cells')!r}; run the same "
+                "command again to resume" if kept else "no result folder written")  # fmt: skip
+        print(f"{parser.prog}: {signals.stopped()}; {what}", file=sys.stderr)
         return signals.exit_code()
+    except BaseException:
+        _clean_up(claim, staging)
+        raise
     finally:
         cluster.shutdown()
+        if claim is not None:
+            claim.release()
     counts = status_counts(rows)
     print(f"study {study.name}: {len(rows)} cells in {time.perf_counter() - t0:.1f} s - "
           + ", ".join(f"{s} {n}" for s, n in counts.items()))  # fmt: skip
@@ -118,6 +125,67 @@ def _main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def reuse_line(name: str, n_cells: int, plan) -> str:
+    """The one line saying how many cells are reused from the folder's cache and how many run."""
+    line = (f"study {name}: {n_cells} cells - {plan.reused} reused from the cache, "
+            f"{len(plan.to_run)} to run")  # fmt: skip
+    if plan.unused:
+        line += f"; {plan.unused} stored cell(s) not in this study kept unused in cells/"
+    return line
+
+
+def _clean_up(claim, staging) -> int:
+    """After a failure or a stop: remove the unpublished tables, and the folder itself if
+    this run created it and stored no cell; the number of this study's cells kept."""
+    import contextlib
+    import shutil
+
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    if claim is None:
+        return 0
+    with contextlib.suppress(OSError):
+        if claim.discard_if_empty():
+            return 0
+    return len(claim.store.keys())
+
+
+def _write_tables(study, cells, rows, plan, store, work: Path, args, t0, claim, out) -> None:
+    """The tables and figures of the study's current cells, read back from the store,
+    into ``work`` (the staging folder); ``summary.json`` last, listing them all."""
+    from tatonnet.results.provenance import versions, write_run_json
+
+    seeds = sorted({c.seed for c in cells})
+    options = {"workers": args.workers, "address": args.address, "progress": not args.quiet}
+    write_run_json(work, "study", {"study": study.model_dump(), "options": options,
+                                   "seeds": seeds, "cells": len(cells)}, claim.run_id)  # fmt: skip
+    report.write_csv(rows, work / "verdicts.csv")
+    seconds = sum(r.get("seconds", 0.0) for r in rows)
+    footer = (
+        f"Ran with `--workers {args.workers}` in {time.perf_counter() - t0:.0f} s "
+        f"({len(plan.to_run)} cells run, {plan.reused} reused; {seconds:.0f} s of cell "
+        "time); reasons and all columns: verdicts.csv."
+    )
+    report.write_markdown(study, rows, work / "verdicts.md", footer)
+
+    def stored(selected):
+        for row in selected:
+            yield {"row": row, "trajectory": store.trajectory(row["_key"])}
+
+    report.write_trajectories(stored(rows), work / "cells.parquet")
+    report.write_timing(rows, work / "timing.csv")
+    (work / "headline.md").write_text(report.headline_tables(rows) + "\n")
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):  # one scenario in memory
+        report.plot_figures(list(stored(r for r in rows if r["scenario"] == scenario)), work)
+    files = sorted({p.name for p in work.iterdir()} | {"summary.json"})
+    write_summary(work, study, rows, {
+        "seeds": seeds, **options, "wall_seconds": time.perf_counter() - t0,
+        "cell_seconds": seconds, "versions": versions(), "run_id": claim.run_id,
+        "out": str(out), "cells_run": len(plan.to_run), "cells_reused": plan.reused,
+        "cells_stored_unused": plan.unused, "cell_store": "cells", "files": files,
+    })  # fmt: skip
 
 
 def status_counts(rows: list[dict]) -> dict[str, int]:

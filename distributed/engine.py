@@ -512,7 +512,6 @@ class ShardEngine:
             self.seconds["compile"] += time.perf_counter() - t0
             t0 = time.perf_counter()
         snapshot = tol is not None and n_rounds > 1
-        messages = self._messages
         if snapshot and not self.peer:
             self._get([s.keep_snapshot.remote() for s in self.shards])
         parts = self._run_rounds(n_rounds, snapshot)
@@ -525,7 +524,8 @@ class ShardEngine:
             stop = next((i for i, m in enumerate(metrics) if stop_verdict(m, tol) is not None), None)
             if stop is not None and stop < n_rounds - 1:
                 self._get([s.rollback.remote() for s in self.shards])
-                self._messages = messages
+                if not self.peer:  # the rows the snapshot's round sent, sent again from it
+                    self._messages = self._collect_outgoing()
                 again = self._run_rounds(stop + 1, False)
                 for a, p in zip(again, parts, strict=False):  # the first stop + 1 rounds
                     if not all(np.array_equal(x, y, equal_nan=True)
@@ -623,7 +623,7 @@ class ShardEngine:
     def _central_round(self) -> RoundMetrics:
         coords = auctioneer_step(
             self.rule, self._central_coords, self._central_excess / self.supply,
-            self._central_buffers, self.numeraire,
+            self._central_buffers, self.numeraire, self.round,
         )  # fmt: skip
         prices = prices_from_coords(coords, self.space)
         excess = self._aggregate(prices)

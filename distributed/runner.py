@@ -40,11 +40,17 @@ from tatonnet.distributed.partition import shard_ranges
 from tatonnet.environment import equilibrium
 from tatonnet.environment.model import MarketModel
 from tatonnet.environment.scenario import Scenario
+from tatonnet.environment.sizing import available_memory
 from tatonnet.environment.tatonnement import dynamics
 from tatonnet.environment.tatonnement.dynamics import RoundMetrics, messages_per_round
 from tatonnet.environment.tatonnement.kernel import n_blocks
 from tatonnet.environment.tatonnement.status import Verdict
 from tatonnet.results.provenance import versions, write_run_json
+
+#: Rounds per driver synchronisation under ``--sync-every auto`` with two or more Ray
+#: workers (measured: 2 x 1 workers at 10^6 agents went from 0.81-0.89x of the in-process
+#: rate at 1 to 1.04x at 10; see docs/07-performance.md).
+AUTO_SYNC_EVERY = 10
 
 
 class RunConfigError(ValueError):
@@ -78,13 +84,27 @@ class RunOptions:
     ray: bool | None = None
     reason: str = ""
     address: str | None = None
-    sync_every: int = 1
+    sync_every: int | str = "auto"
     exchange: str = "driver"
     checkpoint_every: int = 0
     reference: bool = True
     progress: bool = True
     kill_worker_at_round: int | None = None  # test hook: SIGKILL worker 0 after this round
     stop_after_round: int | None = None  # test hook: raise DriverStopped after this round
+
+    @property
+    def batch_rounds(self) -> int:
+        """Rounds the driver submits before it takes the partials (``sync_every``).
+
+        ``"auto"``: :data:`AUTO_SYNC_EVERY` for two or more Ray workers, where it saves the
+        driver's round trip each round (about 0.2x of a 10^6-agent round on two workers,
+        docs/07-performance.md), at the price of one snapshot of each shard's own state;
+        1 otherwise (one shard runs its rounds in a batch anyway).
+        """
+        if self.sync_every != "auto":
+            return int(self.sync_every)
+        multi = self.workers != "auto" and self.workers >= 2 and self.use_ray
+        return AUTO_SYNC_EVERY if multi else 1
 
     @property
     def use_ray(self) -> bool:
@@ -98,8 +118,10 @@ class RunOptions:
             return resolve_options(self, scenario, connect=False).check(scenario)
         if self.threads is not None and self.threads < 1:
             raise RunConfigError(f"--threads {self.threads}: expected 1 or more")
-        if self.sync_every < 1:
-            raise RunConfigError(f"--sync-every {self.sync_every}: expected 1 or more")
+        if self.sync_every != "auto" and not (
+            isinstance(self.sync_every, int) and self.sync_every >= 1
+        ):
+            raise RunConfigError(f"--sync-every {self.sync_every}: expected auto or 1 or more")
         if self.exchange not in ("driver", "peer"):
             raise RunConfigError(f"--exchange {self.exchange!r}: expected driver or peer")
         if self.ray and self.workers < 1:
@@ -200,7 +222,18 @@ def resolve_options(options: RunOptions, scenario: Scenario, connect: bool = Tru
                 reason += ", Ray"
         elif resolved.threads is not None:
             reason += f" --threads {resolved.threads}"
-    return dataclasses.replace(resolved, reason=reason)
+    return dataclasses.replace(resolved, reason=reason, sync_every=resolved.batch_rounds)
+
+
+def object_store_bytes(scenario: Scenario) -> int:
+    """A local Ray's object store for this economy: four rounds of boundary rows as if every
+    agent's row crossed to another shard (``4 n g`` float64, at least
+    :data:`~tatonnet.distributed.cluster.OBJECT_STORE_BYTES`, at most a quarter of the
+    memory available). Rounds in flight keep about two rounds of messages; at 10^7 agents
+    a 512 MiB store spilled them to disk. Pages are only used as objects are written."""
+    need = 4 * scenario.n_agents * scenario.n_goods * 8
+    cap = (available_memory() or 4 * cluster.OBJECT_STORE_BYTES) // 4
+    return int(max(cluster.OBJECT_STORE_BYTES, min(need, cap)))
 
 
 def engine_factory(options: RunOptions, work: Path | None):
@@ -215,7 +248,7 @@ def engine_factory(options: RunOptions, work: Path | None):
         kill_worker_at_round=options.kill_worker_at_round,
         threads=options.threads,
         exchange=options.exchange,
-        sync_every=options.sync_every,
+        sync_every=options.batch_rounds,
     )
 
 
@@ -288,7 +321,8 @@ def run_scenario(
         raise RunConfigError("checkpoints need a work folder")
     where = "in-process"
     if options.use_ray:
-        where = cluster.connect(options.workers, options.address, threads=options.threads)
+        where = cluster.connect(options.workers, options.address, threads=options.threads,
+                                object_store_bytes=object_store_bytes(scenario))  # fmt: skip
     elif options.workers == 1:
         where = "in-process shard"
     saved_cap = dynamics.MAX_THREADS
@@ -329,6 +363,7 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
         mininterval=0.5 if sys.stderr.isatty() else 15.0,
     )  # fmt: skip
     first = model.round
+    ahead = 0  # rounds a batched engine ran with the first one (untimed with it)
     t_first = t_loop = time.perf_counter()  # set-up ends: the first round starts
     with bar:
         while model.running and model.round < d.rounds:
@@ -336,6 +371,7 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
             r = model.round
             if r == first + 1:  # the first round may include loading compiled kernels
                 t_loop = time.perf_counter()
+                ahead = 0 if engine is None else engine.pending_rounds
             if options.checkpoint_every and r % options.checkpoint_every == 0 and model.running:
                 engine.checkpoint()
             bar.update(1)
@@ -359,7 +395,7 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
     space = model.dynamics.rule.space
     m = model.metrics
     near = equilibrium.nearest(m.mean_price, references)
-    timed_rounds = rounds - first - 1
+    timed_rounds = rounds - first - 1 - ahead
     loop_seconds = t_end - t_loop
     part = engine.partition if engine is not None else None
     traffic = messages_per_round(model.dynamics.rule, model.network, model.economy.n_goods)
@@ -419,6 +455,7 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
         "round_seconds": t_end - t_first,
         "driver_round_seconds": None if engine is None else dict(engine.seconds),
         "agent_rounds_per_second": (n * timed_rounds / loop_seconds) if timed_rounds > 0 else None,
+        "timed_rounds": max(timed_rounds, 0),
         "versions": versions(),
     }
     summary["reference_seconds"] = time.perf_counter() - t_reference

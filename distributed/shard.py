@@ -217,10 +217,12 @@ class Shard:
             numba.set_num_threads(self._n_threads)
         self.spec = None
         self._snapshot = None
+        self._snapshot_arrays: dict[str, np.ndarray] | None = None  # reused by keep_snapshot
         if spec is not None:
             self._setup(spec, initial_prices)
 
     def _setup(self, spec: ShardSpec, initial_prices: np.ndarray) -> None:
+        self._snapshot = self._snapshot_arrays = None
         # arrays that arrive through Ray's object store are read-only views; the compiled
         # kernel's signature takes writable arrays, so own a copy of those
         spec = dataclasses.replace(
@@ -242,6 +244,7 @@ class Shard:
         self._dst = [np.zeros((rows, g)) for _ in range(3)]
         self.buffers = s.rule.init_buffers(np.arange(s.start, s.start + s.n_own), g)
         self._params = s.rule.params()
+        self._transform = s.rule.signal_transform
         self.round = 0
         prices = np.broadcast_to(np.asarray(initial_prices, dtype=float), (s.n_own, g))
         prices = prices / prices[:, [s.numeraire]]
@@ -348,13 +351,16 @@ class Shard:
         t0 = time.perf_counter()
         s, o = self.spec, self.spec.n_own
         src, dst = self._src, self._dst
+        # the schedule's step for this round, from the global round count (restored with a
+        # checkpoint): the same bits on every shard
+        params = s.rule.round_params(self.round) if s.rule.scheduled else self._params
         kernel.network_round(
             s.indptr, s.indices, s.mixing,
             src[0], src[1], src[2],
             dst[0][:o], dst[1][:o], dst[2][:o],
             *self._arrays, s.inv_scale, s.start,
             self._log, s.tracking, s.numeraire,
-            s.rule.kernel, self._params, self.buffers, blocks, partials,
+            s.rule.kernel, params, *self._transform, self.buffers, blocks, partials,
         )  # fmt: skip
         self.seconds["kernel"] += time.perf_counter() - t0
 
@@ -429,8 +435,19 @@ class Shard:
         return self._round_partials
 
     def keep_snapshot(self) -> None:
-        """Keep the current state (a batch of rounds may have to be run again to its stop)."""
-        self._snapshot = (self.round, self.state())
+        """Keep the current state (a batch of rounds may have to be run again to its stop).
+
+        The copy goes into arrays kept from the first snapshot on, so a run holds one copy
+        of its own rows' state (120 B per agent with 5 goods), never two at once."""
+        state = self._snapshot_arrays
+        if state is None:
+            state = self._snapshot_arrays = self.state()
+        else:
+            o = self.spec.n_own
+            for array, name in zip(self._src, ("coords", "tracker", "excess"), strict=True):
+                np.copyto(state[name], array[:o])
+            np.copyto(state["buffers"], self.buffers)
+        self._snapshot = (self.round, state)
 
     def rollback(self) -> int:
         """Back to the state kept by the last ``graph_begin(snapshot=True)``; its round."""

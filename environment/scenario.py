@@ -20,9 +20,9 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from tatonnet.agents.rules import PriceRule, RuleError, make_rule
+from tatonnet.agents.rules import OPTIONS, PriceRule, RuleError, make_rule
 from tatonnet.agents.utility import FAMILY_NAMES, FAMILY_SIGMA, Family
 from tatonnet.environment import fisher, sizing
 from tatonnet.environment.build.streams import ENDOWMENT, GRAPH, PLACEMENT, PRICES, SHARES
@@ -206,9 +206,22 @@ class NetworkSpec(_Strict):
 
 
 class Dynamics(_Strict):
+    """The ``[dynamics]`` table: the rule, its step and options, the signal, the budget.
+
+    ``space``, ``schedule``, ``horizon``, ``warmup``, ``clip`` and ``normalize`` are the
+    options every rule takes (:data:`tatonnet.agents.rules.OPTIONS`; unset: the rule's
+    defaults); :class:`~tatonnet.agents.rules.RuleError` checks their values.
+    """
+
     rule: str = "entropic"
     step_size: PositiveFloat | None = None
     hyperparameters: dict[str, FiniteFloat] = Field(default_factory=dict)
+    space: str | None = None
+    schedule: str | None = None
+    horizon: FiniteFloat | None = None
+    warmup: FiniteFloat | None = None
+    clip: FiniteFloat | None = None
+    normalize: StrictBool | None = None
     signal: Literal["tracking", "local"] = "tracking"
     rounds: int = Field(2000, gt=0, le=sizing.MAX_ROUNDS)
     tol: PositiveFloat = 1e-8
@@ -225,6 +238,16 @@ class Dynamics(_Strict):
         hyper = dict(self.hyperparameters)
         if self.step_size is not None:
             hyper["step_size"] = self.step_size
+        for name in OPTIONS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name in hyper:
+                raise RuleError(
+                    f"dynamics: {name} is given twice (in hyperparameters and as a key of "
+                    "[dynamics]); give it once"
+                )
+            hyper[name] = value
         return make_rule(self.rule, **hyper)
 
 

@@ -342,11 +342,11 @@ def _check_leftover_work(out: Path, work: Path, force: bool) -> None:
     )
 
 
-def claim_new(out: Path, kind: str = "run", force: bool = False) -> OutputClaim:
-    """Validate ``out``, lock it and create the marked work folder of a new run."""
-    out = Path(out)
-    check_location(out)
-    made = []  # the missing folders above out, deepest first: removed again on failure
+def lock_with_parents(out: Path):
+    """Make the missing folders above ``out`` and take ``out``'s lock: ``(lock,
+    lock_created, made)``, ``made`` the folders made, deepest first, for the caller to
+    remove again (:func:`_remove_empty`) if it fails; on a refused lock they are gone."""
+    made = []
     for parent in out.parents:
         if os.path.lexists(parent):
             break
@@ -357,6 +357,14 @@ def claim_new(out: Path, kind: str = "run", force: bool = False) -> OutputClaim:
     except BaseException:
         _remove_empty(made)
         raise
+    return lock, lock_created, made
+
+
+def claim_new(out: Path, kind: str = "run", force: bool = False) -> OutputClaim:
+    """Validate ``out``, lock it and create the marked work folder of a new run."""
+    out = Path(out)
+    check_location(out)
+    lock, lock_created, made = lock_with_parents(out)
     try:
         if os.path.lexists(out):
             _check_replaceable(out, force)

@@ -1,14 +1,36 @@
-"""A finished ``tatonnet study`` folder: read, summarized as text, exported (Parquet).
+"""A ``tatonnet study`` folder: claimed and updated in place, read, summarized, exported.
 
-A study has no network of its own (each cell builds one and keeps only its verdict and a
-downsampled trajectory), so its exports are tables: ``verdicts.parquet`` (``verdicts.csv``
-with typed columns) and ``cells.parquet`` (the trajectories, as written).
+**Claimed** (:func:`claim_study`). A study folder is written in place, not renamed into
+place: its cells are kept in ``cells/`` (:mod:`tatonnet.results.cell_store`) the moment
+each finishes, so a stopped study leaves every finished cell usable, and a later run into
+the same folder reuses them and rewrites the tables. Only a folder that carries a
+``study`` marker (``.tatonnet-output.json``), a new one, or an existing empty one is
+used; any other non-empty folder is refused with one line, and another kind of tatonnet
+folder only with ``--force`` (then replaced). The OS lock on ``.<name>.lock`` beside it
+(the one every run folder uses: :mod:`tatonnet.results.output`) is held the whole time,
+so a second study into the same folder is refused at once. The tables and figures are
+written into a hidden ``.publish-<id>.partial/`` inside the folder and then renamed
+over the old ones, ``summary.json`` last; ``summary.json`` lists them (``files``), and a
+later run replaces or removes only the files listed there (a folder from before that
+list: the study's own file names), never a file of yours.
+
+**Read.** A study has no network of its own (each cell builds one and keeps only its
+verdict and a downsampled trajectory), so its exports are tables: ``verdicts.parquet``
+(``verdicts.csv`` with typed columns) and ``cells.parquet`` (the trajectories, as
+written).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +38,28 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tatonnet.environment.errors import first_line
+from tatonnet.results.cell_store import CellStore
 from tatonnet.results.export import ExportError, export_dir
+from tatonnet.results.output import (
+    MARKER,
+    OutputError,
+    _check_leftover_work,
+    _remove_empty,
+    _write_marker,
+    check_location,
+    lock_path_for,
+    lock_with_parents,
+    read_marker,
+    work_dir_for,
+)
+
+#: The cell cache of a study folder (one file per finished cell).
+CELLS = "cells"
+#: The files every finished study writes (the figures are named per scenario).
+TABLES = ("verdicts.csv", "verdicts.md", "headline.md", "cells.parquet", "timing.csv",
+          "run.json", "summary.json")  # fmt: skip
+_FIGURE = re.compile(r"(convergence|simplex)-[^/]+\.png")
+_STAGING = re.compile(r"\.publish-[0-9a-f]{32}\.partial")
 
 
 @dataclasses.dataclass
@@ -39,6 +82,192 @@ class StudyFolder:
     @property
     def n_cells(self) -> int:
         return self.verdicts.num_rows
+
+
+
+# ---- claiming a study folder ---------------------------------------------------------------
+def owned_files(out: Path) -> set[str]:
+    """The files of ``out`` that a study wrote: ``summary.json``'s ``files``, or for a
+    folder written before that list, those named as a study names its tables and figures."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = None
+    files = summary.get("files") if isinstance(summary, dict) else None
+    if isinstance(files, list) and all(isinstance(f, str) for f in files):
+        return {f for f in files if _plain_name(f)}
+    try:
+        names = {p.name for p in out.iterdir()}
+    except OSError:
+        return set()
+    return {n for n in names if n in TABLES or _FIGURE.fullmatch(n)}
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name == Path(name).name and not name.startswith(".") and name not in (
+        CELLS, MARKER)  # fmt: skip
+
+
+@dataclasses.dataclass
+class StudyClaim:
+    """This process's hold on a study folder (made by :func:`claim_study`).
+
+    Attributes
+    ----------
+    out : Path — the study folder (exists, marked ``study``)
+    run_id : str — the marker's id (the folder's, kept across updates)
+    created : bool — this process created ``out`` (else it existed: updated, or adopted empty)
+    updating : bool — ``out`` was already a study folder
+    owned : set[str] — the files an earlier run wrote there (replaced or removed on publish)
+    """
+
+    out: Path
+    run_id: str
+    created: bool
+    updating: bool
+    owned: set
+    _lock: object = dataclasses.field(repr=False, default=None)
+    _lock_created: bool = False
+    made_parents: tuple = ()
+    _discarded: bool = dataclasses.field(repr=False, default=False)
+
+    def __enter__(self) -> StudyClaim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    @property
+    def store(self) -> CellStore:
+        return CellStore(self.out / CELLS)
+
+    def staging(self) -> Path:
+        """A fresh hidden folder inside ``out`` to write the tables and figures into."""
+        folder = self.out / f".publish-{uuid.uuid4().hex}.partial"
+        folder.mkdir()
+        return folder
+
+    def publish(self, staging: Path) -> list[str]:
+        """Rename every file of ``staging`` into ``out`` (``summary.json`` last), then remove
+        the files an earlier run wrote that this one did not; the names published."""
+        names = sorted(p.name for p in staging.iterdir())
+        for name in sorted(names, key=lambda n: n == "summary.json"):
+            os.replace(staging / name, self.out / name)
+        staging.rmdir()
+        for name in sorted(self.owned - set(names)):
+            path = self.out / name
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(path.lstat().st_mode):
+                    path.unlink()
+        self.owned = set(names)
+        return names
+
+    def discard_if_empty(self) -> bool:
+        """After a stop: if no cell was stored, take back what this run added (the folder it
+        created, or its marker in a folder it adopted). Whether it did."""
+        store = self.store
+        store.remove_temporaries()
+        if self.updating or store.keys():
+            return False
+        with contextlib.suppress(OSError):
+            (self.out / CELLS).rmdir()
+        with contextlib.suppress(OSError):
+            left = {p.name for p in self.out.iterdir()}
+            if left <= {MARKER}:
+                (self.out / MARKER).unlink()
+                if self.created:
+                    self.out.rmdir()
+                    self._discarded = True  # its new parents go once the lock file has
+                return True
+        return False
+
+    def release(self) -> None:
+        """Unlock the name and remove the (empty) lock file."""
+        lock, self._lock = self._lock, None
+        if lock is None:
+            return
+        path = lock_path_for(self.out)
+        with contextlib.suppress(OSError):
+            st = path.lstat()
+            ours = self._lock_created or read_marker(self.out) is not None
+            if ours and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                path.unlink()
+        lock.release()
+        if self._discarded:
+            _remove_empty(self.made_parents)
+
+
+def claim_study(out: Path, force: bool = False, outputs=()) -> StudyClaim:
+    """Validate ``out``, lock it and make it (or keep it as) a marked study folder.
+
+    ``outputs``: the file names this run will write; one that exists in ``out`` but was
+    not written by a study is refused. ``force`` replaces a tatonnet folder of another kind
+    (a study folder is updated either way). Raises OutputError (one line) before changing
+    anything.
+    """
+    out = Path(out)
+    check_location(out)
+    lock, lock_created, made = lock_with_parents(out)
+    created = marked = False
+    try:
+        name = repr(str(out))
+        work = work_dir_for(out)  # a study no longer works there, but never beside a stranger
+        if os.path.lexists(work) and read_marker(work) is None:
+            _check_leftover_work(out, work, force)
+        marker = read_marker(out) if os.path.lexists(out) else None
+        if marker is not None and marker["kind"] != "study":
+            if not force:
+                raise OutputError(
+                    f"--out: {name} is a tatonnet {marker['kind']} folder, not a study folder "
+                    f"(--force replaces it); choose another --out"
+                )
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / "run")
+            shutil.rmtree(old, ignore_errors=True)
+            marker = None
+        if not os.path.lexists(out):
+            out.mkdir()
+            created = True
+        elif marker is None and any(out.iterdir()):
+            raise OutputError(
+                f"--out: {name} already exists and was not written by tatonnet (not a "
+                f"tatonnet study folder: no {MARKER}); choose another --out"
+            )
+        updating = marker is not None
+        owned = owned_files(out) if updating else set()
+        for file in outputs:
+            if os.path.lexists(out / file) and file not in owned:
+                raise OutputError(
+                    f"--out: {str(out / file)!r} was not written by tatonnet study; move it "
+                    f"away or choose another --out"
+                )
+        cells = out / CELLS
+        if os.path.lexists(cells) and (cells.is_symlink() or not cells.is_dir()):
+            raise OutputError(f"--out: {str(cells)!r} is in the way (not a folder of cells)")
+        if marker is None:
+            run_id = uuid.uuid4().hex
+            _write_marker(out, run_id, "study")
+            marked = True
+        else:
+            run_id = marker["id"]
+        cells.mkdir(exist_ok=True)
+        for stale in out.iterdir():  # a killed run's unpublished tables
+            if _STAGING.fullmatch(stale.name) and stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+        CellStore(cells).remove_temporaries()
+    except BaseException:
+        if marked:
+            with contextlib.suppress(OSError):
+                (out / CELLS).rmdir()
+            with contextlib.suppress(OSError):
+                (out / MARKER).unlink()
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        StudyClaim(out, "", False, False, set(), lock, lock_created).release()
+        _remove_empty(made)
+        raise
+    return StudyClaim(out, run_id, created, updating, owned, lock, lock_created, tuple(made))
 
 
 def open_study(path) -> StudyFolder:

@@ -27,7 +27,9 @@ whatever the number of Ray workers. Combinations that cannot run (proportional r
 an exchange economy, a market whose module is absent) are kept as rows with status
 ``skipped`` and the reason.
 
-Outputs (written atomically into ``--out``): ``verdicts.csv`` and ``verdicts.md`` (one row
+Outputs (in ``--out``; each finished cell is first stored in its cell cache ``cells/``,
+:mod:`tatonnet.studies.cache`, and the tables are assembled from the stored cells):
+``verdicts.csv`` and ``verdicts.md`` (one row
 per cell and a summary pivot), ``cells.parquet`` (downsampled trajectories: ``cell``,
 ``round``, ``excess_demand``, ``price_dispersion``, ``prices`` list), ``simplex-<scenario>.png``
 (3-good economies), ``convergence-<scenario>.png`` and ``timing.csv`` (wall seconds per
@@ -381,6 +383,17 @@ def _downsample(T: int, keep: int = KEEP_POINTS) -> np.ndarray:
     return np.unique(np.linspace(0, T - 1, keep).round().astype(np.int64))
 
 
+def rule_hyperparameters(cell: Cell, scenario) -> dict:
+    """The hyperparameters a cell's rule is made with: the sweep's, its step size, else the
+    scenario's own step size when the scenario names this rule (else the rule's default)."""
+    hyper = dict(cell.hyperparameters)
+    if cell.step_size is not None:
+        hyper["step_size"] = cell.step_size
+    elif scenario.dynamics.rule == cell.rule and scenario.dynamics.step_size is not None:
+        hyper.setdefault("step_size", scenario.dynamics.step_size)
+    return hyper
+
+
 def run_cell(cell: Cell) -> dict:
     """Run one cell; returns ``{"row": verdict row, "trajectory": downsampled arrays}``."""
     from tatonnet.agents.rules import make_rule
@@ -392,12 +405,7 @@ def run_cell(cell: Cell) -> dict:
     t0 = time.perf_counter()
     sc, economy, network = _economy(cell.scenario, cell.agents, cell.graph, cell.seed)
     references, method = _equilibria(cell.scenario, cell.agents, cell.seed)
-    hyper = dict(cell.hyperparameters)
-    if cell.step_size is not None:
-        hyper["step_size"] = cell.step_size
-    elif sc.dynamics.rule == cell.rule and sc.dynamics.step_size is not None:
-        hyper.setdefault("step_size", sc.dynamics.step_size)
-    rule = make_rule(cell.rule, **hyper)
+    rule = make_rule(cell.rule, **rule_hyperparameters(cell, sc))
     row = {
         "cell": cell.id,
         "sweep": cell.sweep,
@@ -409,7 +417,10 @@ def run_cell(cell: Cell) -> dict:
         "market": cell.market,
         "rule": cell.rule,
         "step_size": rule.step_size,
-        "hyperparameters": " ".join(f"{k}={v:g}" for k, v in dict(cell.hyperparameters).items()),
+        "hyperparameters": " ".join(
+            f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}"  # space = "price"
+            for k, v in dict(cell.hyperparameters).items()
+        ),
         "_hyper": dict(cell.hyperparameters),
         "seed": cell.seed,
         "max_rounds": cell.rounds,
@@ -515,20 +526,38 @@ def run_cell_safely(cell: Cell) -> dict:
         return {"row": _finish_row(row, None, [], "not computed", None), "trajectory": None}
 
 
-def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bool) -> list[dict]:
-    """Run every cell, in this process (``workers == 0``) or as Ray tasks; in cell order."""
+def run_cells(
+    cells: list[Cell], workers: int, address: str | None, progress: bool, sink=None,
+    done: int = 0,
+) -> list[dict] | None:
+    """Run every cell, in this process (``workers == 0``) or as Ray tasks.
+
+    Each result (``{"row", "trajectory"}``, :func:`run_cell_safely`) goes to
+    ``sink(cell, result)`` in this process the moment its cell finishes (in the order they
+    finish), and is not kept; without a sink the results are returned in the order of
+    ``cells``. ``done`` cells are already finished elsewhere (reused from a study folder's
+    cache): the progress bar counts them, out of ``done + len(cells)``.
+    """
     from tqdm import tqdm
 
     bar = tqdm(
-        total=len(cells), delay=2.0, file=sys.stderr, unit="cell", disable=not progress,
-        desc="study", dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 15.0,
+        total=done + len(cells), initial=done, delay=2.0, file=sys.stderr, unit="cell",
+        disable=not progress, desc="study", dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 15.0,
     )  # fmt: skip
-    results: list[dict | None] = [None] * len(cells)
+    results: list[dict | None] | None = [None] * len(cells) if sink is None else None
+
+    def finished(index: int, result: dict) -> None:
+        if sink is None:
+            results[index] = result
+        else:
+            sink(cells[index], result)
+        bar.update(1)
+
     with bar:
         if workers == 0:
-            for cell in cells:
-                results[cell.id] = run_cell_safely(cell)
-                bar.update(1)
+            for index, cell in enumerate(cells):
+                finished(index, run_cell_safely(cell))
             return results
         import ray
 
@@ -536,19 +565,19 @@ def run_cells(cells: list[Cell], workers: int, address: str | None, progress: bo
 
         cluster.connect(workers, address)
         # heavy cells first, so that the last ones to finish are short
-        order = sorted(cells, key=lambda c: -(c.rounds * (c.agents or 1000)))
+        order = sorted(range(len(cells)), key=lambda i: -(cells[i].rounds * (cells[i].agents or 1000)))
         remote = ray.remote(num_cpus=1, max_retries=2)(run_cell_safely)
         env = {"env_vars": {"NUMBA_NUM_THREADS": "1"}} if not address else None
         pending = {}
-        for cell in order:
+        for index in order:
+            cell = cells[index]
             ref = remote.options(runtime_env=env).remote(cell) if env else remote.remote(cell)
-            pending[ref] = cell.id
+            pending[ref] = index
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    results[pending.pop(ref)] = ray.get(ref)
-                    bar.update(1)
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    finished(pending.pop(ref), ray.get(ref))
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)

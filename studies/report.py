@@ -1,9 +1,10 @@
 """The study's report: the verdict table (CSV, Markdown, the README's headline tables),
 the downsampled trajectories (Parquet) and the figures (simplex paths, convergence curves).
 
-Every function reads the rows / results that :func:`tatonnet.studies.grid.run_cells` returns:
-a row is one cell's verdict (plain values; keys starting with ``_`` are internal), a result
-is ``{"row": row, "trajectory": arrays or None}``.
+Every function reads rows / results as :func:`tatonnet.studies.grid.run_cells` makes them
+and ``tatonnet study`` reads them back from the study folder's cell store
+(:mod:`tatonnet.studies.cache`): a row is one cell's verdict (plain values; keys starting
+with ``_`` are internal), a result is ``{"row": row, "trajectory": arrays or None}``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -163,31 +165,46 @@ def write_timing(rows: list[dict], path: Path) -> None:
                              r["rounds"], _fmt(r.get("seconds", 0.0))])  # fmt: skip
 
 
-def write_trajectories(results: list[dict], path: Path) -> None:
+#: Cells whose trajectories are buffered before ``cells.parquet`` gets a row group.
+CELLS_PER_ROW_GROUP = 256
+
+
+def write_trajectories(results: Iterable[dict], path: Path) -> None:
+    """``cells.parquet``: every result's trajectory, one row per kept round, tagged ``cell``.
+
+    ``results`` may be a generator (the cells read back from the store one by one): rows
+    are written in row groups of :data:`CELLS_PER_ROW_GROUP` cells, so memory holds that
+    many trajectories, not the whole study.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cols: dict[str, list] = {k: [] for k in ("cell", "round", "excess_demand",
-                                             "price_dispersion", "prices")}  # fmt: skip
-    for res in results:
-        t = res["trajectory"]
-        if t is None:
-            continue
-        n = t["round"].size
-        cols["cell"].append(np.full(n, res["row"]["cell"], dtype=np.int64))
-        for k in ("round", "excess_demand", "price_dispersion"):
-            cols[k].append(np.asarray(t[k]))
-        cols["prices"].extend(list(row) for row in t["prices"])
-    table = pa.table(
-        {
-            "cell": np.concatenate(cols["cell"]) if cols["cell"] else np.empty(0, np.int64),
-            "round": np.concatenate(cols["round"]) if cols["round"] else np.empty(0, np.int64),
-            "excess_demand": np.concatenate(cols["excess_demand"]) if cols["cell"] else [],
-            "price_dispersion": np.concatenate(cols["price_dispersion"]) if cols["cell"] else [],
-            "prices": pa.array(cols["prices"], type=pa.list_(pa.float64())),
-        }
-    )
-    pq.write_table(table, path)
+    schema = pa.schema([("cell", pa.int64()), ("round", pa.int64()),
+                        ("excess_demand", pa.float64()), ("price_dispersion", pa.float64()),
+                        ("prices", pa.list_(pa.float64()))])  # fmt: skip
+    buffered: list[dict] = []
+
+    def flush(writer) -> None:
+        if not buffered:
+            return
+        prices = [list(map(float, p)) for res in buffered for p in res["trajectory"]["prices"]]
+        writer.write_table(pa.table({
+            "cell": np.concatenate([np.full(res["trajectory"]["round"].size, res["row"]["cell"],
+                                            dtype=np.int64) for res in buffered]),
+            **{k: np.concatenate([np.asarray(res["trajectory"][k]) for res in buffered])
+               for k in ("round", "excess_demand", "price_dispersion")},
+            "prices": pa.array(prices, type=pa.list_(pa.float64())),
+        }, schema=schema))  # fmt: skip
+        buffered.clear()
+
+    with pq.ParquetWriter(path, schema) as writer:
+        for res in results:
+            if res["trajectory"] is None:
+                continue
+            buffered.append(res)
+            if len(buffered) >= CELLS_PER_ROW_GROUP:
+                flush(writer)
+        flush(writer)
 
 
 def _simplex_xy(prices: np.ndarray) -> np.ndarray:

@@ -137,11 +137,13 @@ def test_missing_grid_file_and_existing_out(tmp_path, capsys):
                        capsys)  # fmt: skip
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "nope.toml" in err
     (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "mine.txt").write_text("not a study")
     grid = tmp_path / "g.toml"
     grid.write_text(TINY)
     rc, _, err = _main(["--grid", str(grid), "--workers", "0", "--out", str(tmp_path / "o")],
                        capsys)  # fmt: skip
-    assert rc == 2 and "already exists" in err and not any((tmp_path / "o").iterdir())
+    assert rc == 2 and "already exists" in err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["mine.txt"]
 
 
 def test_cli_dispatch_bad_grid_exit_2_one_line(tmp_path):
@@ -279,7 +281,7 @@ def test_downsample_keeps_ends():
     assert list(study._downsample(7, keep=50)) == list(range(7))
 
 
-def test_interrupt_leaves_no_folder(tmp_path, capsys, monkeypatch):
+def test_interrupt_keeps_the_finished_cells_and_no_table(tmp_path, capsys, monkeypatch):
     grid = tmp_path / "g.toml"
     grid.write_text(TINY)
     calls = []
@@ -295,8 +297,10 @@ def test_interrupt_leaves_no_folder(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     rc, _, err = _main(["--grid", str(grid), "--workers", "0", "--out", str(out), "--quiet"],
                        capsys)  # fmt: skip
-    assert rc == 130 and "no result folder" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.toml"]
+    assert rc == 130 and "1 finished cell(s) kept" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.toml", "out"]
+    assert sorted(p.name for p in out.iterdir()) == [".tatonnet-output.json", "cells"]
+    assert len(list((out / "cells").iterdir())) == 1
 
 
 @pytest.mark.ray

@@ -19,12 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tatonnet.cli import run
-from tatonnet.distributed import cluster
+from tatonnet.distributed import cluster, runner
 from tatonnet.distributed.engine import ShardEngine
 from tatonnet.distributed.runner import (
+    AUTO_SYNC_EVERY,
     DriverStopped,
     RunConfigError,
     RunOptions,
+    object_store_bytes,
     resolve_options,
     run_scenario,
     save_run_config,
@@ -71,6 +73,7 @@ def _agents_table(result, folder):
     """The run's agents table, as ``write_results`` writes it (shards write parts)."""
     if result.model.engine is None:
         return agent_table(result.model)
+    folder.mkdir(parents=True)
     result.model.engine.write_agents(folder / "agents")
     return pq.read_table(folder / "agents").sort_by("id")
 
@@ -165,23 +168,32 @@ def local_ray():
 
 @pytest.mark.ray
 def test_any_worker_and_thread_count_gives_the_same_bits(local_ray, tmp_path):
+    """One worker of 2 threads, two of 1 (``--sync-every auto`` and 1), and in-process.
+
+    The module's Ray has 4 CPUs: each run's workers are shut down before the next starts.
+    """
     scenario = _scenario(rounds=60)
     ref = run_scenario(scenario, _options(workers=0))
-    one = run_scenario(scenario, _options(workers=1, threads=2, ray=True))
-    two = run_scenario(scenario, _options(workers=2, threads=1))
-    assert one.model.engine.batched and not two.model.engine.batched
-    assert one.model.engine.worker_threads == [2] and two.model.engine.worker_threads == [1, 1]
-    assert one.summary["engine_reason"] == "--workers 1 --threads 2, Ray"
-    tables = []
-    for name, result in (("ref", ref), ("one", one), ("two", two)):
-        if result is not ref:
+    ref_table = _agents_table(ref, tmp_path / "ref")
+    configs = {
+        "one": (dict(workers=1, threads=2, ray=True), True, 1, [2]),
+        "two": (dict(workers=2, threads=1), True, AUTO_SYNC_EVERY, [1, 1]),
+        "step": (dict(workers=2, threads=1, sync_every=1), False, 1, [1, 1]),
+    }
+    for name, (options, batched, sync_every, threads) in configs.items():
+        result = run_scenario(scenario, _options(**options))
+        engine = result.model.engine
+        try:
+            assert engine.batched == batched and engine.worker_threads == threads, name
+            assert result.summary["sync_every"] == sync_every, name
+            if name != "one":  # the rate leaves out the first round and the rest of its batch
+                assert result.summary["timed_rounds"] == 60 - sync_every, name
             _assert_same(ref, result)
-        folder = tmp_path / name
-        folder.mkdir()
-        tables.append(_agents_table(result, folder))
-    assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
-    for result in (one, two):
-        result.model.engine.shutdown()
+            assert _agents_table(result, tmp_path / name).equals(ref_table), name
+        finally:
+            engine.shutdown()
+        if name == "one":
+            assert result.summary["engine_reason"] == "--workers 1 --threads 2, Ray"
 
 
 @pytest.mark.ray
@@ -245,6 +257,16 @@ def test_shard_to_shard_exchange_recovers_and_resumes_bit_identically(local_ray,
     _assert_same(ref, killed)
     killed.model.engine.shutdown()
     _stop_and_resume(scenario, options, work, ref)
+
+
+def test_local_object_store_is_sized_to_the_economy(monkeypatch):
+    """Four rounds of every row's boundary (4 n g float64), within [512 MiB, memory / 4]."""
+    assert object_store_bytes(_scenario()) == cluster.OBJECT_STORE_BYTES
+    big = load_scenario("default").with_overrides(agents=10_000_000)
+    monkeypatch.setattr(runner, "available_memory", lambda: 64 * 2**30)
+    assert object_store_bytes(big) == 4 * 10_000_000 * big.n_goods * 8
+    monkeypatch.setattr(runner, "available_memory", lambda: 4 * 2**30)
+    assert object_store_bytes(big) == 2**30
 
 
 def test_sync_every_and_exchange_are_checked():

@@ -1,4 +1,4 @@
-"""Adam tâtonnement: per-good adaptive steps on log-prices."""
+"""Adam tâtonnement: per-good adaptive steps on log-prices (default) or prices."""
 
 import dataclasses
 import math
@@ -27,11 +27,12 @@ def _adam(u, signal, buffers, params):
 @register
 @dataclasses.dataclass(frozen=True)
 class Adam(PriceRule):
-    """Adam: log p <- log p + step_size * mhat / (sqrt(vhat) + eps), moments of z/s.
+    """Adam: u <- u + step_size * mhat / (sqrt(vhat) + eps), moments of z/s (u = log p or p).
 
     Notes
     -----
-    Kingma & Ba (2015), as ascent on excess demand, in log-prices ``u``::
+    Kingma & Ba (2015), as ascent on excess demand, in coordinates ``u`` (log-prices by
+    default)::
 
         t   <- t + 1
         m_j <- β1 m_j + (1 - β1) zhat_j
@@ -41,7 +42,14 @@ class Adam(PriceRule):
     Each good gets its own step scale ``η / rms(zhat_j)``, so a round moves a log-price by
     about η whatever the size of its excess demand. With a constant η Adam does not, in
     general, settle exactly: close to the equilibrium it can keep oscillating at a scale set
-    by η (measured in the tests and reported, not assumed). Prices stay positive (log space).
+    by η (measured in the tests and reported, not assumed); a decaying ``schedule``
+    (``1/sqrt(t)``, ``cosine``) shrinks that scale with the step (not measured here).
+
+    Geometry (``space``, default ``"log"``): ``u`` are log-prices — the step is mirror
+    descent with the entropy mirror map (multiplicative in prices, positive by
+    construction). With ``space="price"`` ``u`` are the prices themselves — the same update
+    with the Euclidean mirror map, so a round moves a price (not a log-price) by about η,
+    floored at ``PRICE_FLOOR`` (a floored price counts as divergence).
 
     Hyperparameters: ``step_size`` η > 0 (default 0.002; measured on a 300-agent small
     world: 0.01 oscillates, 0.002 converges), ``beta1`` in [0, 1) (default 0.9),
@@ -51,7 +59,8 @@ class Adam(PriceRule):
     the step count ``t`` (every entry of the row holds it; 0 at round 0). The count is
     the same for every agent (each agent steps once a round), so sharded runs agree.
 
-    Messages per round: one exchange of 2·g floats per neighbour (log-prices and signal).
+    Messages per round, in either geometry: one exchange of 2·g floats per neighbour (its
+    g coordinates and its signal).
     """
 
     name = "adam"

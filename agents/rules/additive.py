@@ -17,7 +17,17 @@ class Additive(PriceRule):
     of excess demand relative to supply. This is plain gradient descent on prices — the
     classic Walrasian tâtonnement and the perceptron of the founding essay. Prices are
     floored at ``PRICE_FLOOR``; a floored price is reported as divergence.
-    Per round each agent sends its g prices and its g-vector signal to each neighbour.
+
+    Geometry (``space``, default ``"price"``): in price space the step is Euclidean (the
+    mirror map ``p²/2``), as above; with ``space="log"`` it is ``log p_j <- mix(log p)_j +
+    step_size * zhat_j``, mirror descent with the entropy mirror map — which is
+    :class:`~tatonnet.agents.rules.entropic.Entropic`. ``additive`` and ``entropic`` are
+    one rule (the same kernel, the same default step 0.05) in two default geometries;
+    both names are kept for backwards compatibility, and ``make_rule("additive",
+    space="log")`` runs exactly as ``make_rule("entropic")``.
+
+    Messages per round, in either geometry: each agent sends its g coordinates (prices or
+    log-prices) and its g-vector signal to each neighbour (2·g floats).
     """
 
     name = "additive"

@@ -28,7 +28,7 @@ def _async_goods(u, signal, buffers, params):
 @register
 @dataclasses.dataclass(frozen=True)
 class AsyncGoods(PriceRule):
-    """Asynchronous goods: round t moves only good t mod g (log-space step, optional momentum).
+    """Asynchronous goods: round t moves only good t mod g (optional momentum).
 
     Notes
     -----
@@ -54,11 +54,17 @@ class AsyncGoods(PriceRule):
     Hyperparameters: ``step_size`` η > 0 (default 0.05), ``momentum`` β in (-1, 1)
     (default 0: plain cyclic steps).
 
+    Geometry (``space``, default ``"log"``): ``u`` are log-prices — the step is mirror
+    descent with the entropy mirror map (multiplicative in prices, positive by
+    construction). With ``space="price"`` ``u`` are the prices themselves — the same update
+    with the Euclidean mirror map, ``p_k <- mix(p)_k + v_k``,
+    floored at ``PRICE_FLOOR`` (a floored price counts as divergence).
+
     Buffers: (2, g) — row 0 the per-good velocity ``v``; ``buffers[1, 0]`` the round count
     ``t mod g`` (the rest of row 1 unused, zero).
 
-    Messages per round: one exchange of 2·g floats per neighbour (log-prices and signal);
-    every good's coordinates are still mixed every round.
+    Messages per round, in either geometry: one exchange of 2·g floats per neighbour (its
+    g coordinates and its signal); every good's coordinates are still mixed every round.
     """
 
     name = "async-goods"
@@ -103,7 +109,7 @@ class AsyncBlocks(PriceRule):
 
         if t mod B == i mod B:
             v_i <- momentum * v_i + step_size * zhat_i
-            u_i <- mix(u)_i + v_i                   (u = log p)
+            u_i <- mix(u)_i + v_i                   (u = log p, or p)
         else:
             u_i <- mix(u)_i
 
@@ -118,12 +124,18 @@ class AsyncBlocks(PriceRule):
     Hyperparameters: ``step_size`` η > 0 (default 0.05), ``blocks`` B a whole number >= 1
     (default 2; B = 1 is synchronous heavy ball), ``momentum`` β in (-1, 1) (default 0).
 
+    Geometry (``space``, default ``"log"``): ``u`` are log-prices — the step is mirror
+    descent with the entropy mirror map (multiplicative in prices, positive by
+    construction). With ``space="price"`` ``u`` are the prices themselves — the same update
+    with the Euclidean mirror map, ``p_i <- mix(p)_i + v_i``,
+    floored at ``PRICE_FLOOR`` (a floored price counts as divergence).
+
     Buffers: (2, g) — row 0 the velocity ``v``; ``buffers[1, 0]`` the round count
     ``t mod B`` (equal for every agent), ``buffers[1, 1]`` the agent's phase ``i mod B``
     (set by :meth:`init_buffers`); the rest of row 1 unused, zero.
 
-    Messages per round: one exchange of 2·g floats per neighbour (log-prices and signal),
-    for agents of every block.
+    Messages per round, in either geometry: one exchange of 2·g floats per neighbour (its
+    g coordinates and its signal), for agents of every block.
     """
 
     name = "async-blocks"

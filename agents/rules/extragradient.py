@@ -10,8 +10,8 @@ from tatonnet.agents.rules.base import PriceRule, gradient_step, register
 class Extragradient(PriceRule):
     """Extragradient: step from the start with the excess demand at a look-ahead step.
 
-    A look-ahead log-price step, then the step from the start with the excess demand seen
-    at the look-ahead prices (two exchanges per round).
+    A look-ahead step, then the step from the start with the excess demand seen at the
+    look-ahead prices (two exchanges per round); in log-prices (default) or prices.
 
     Notes
     -----
@@ -49,6 +49,14 @@ class Extragradient(PriceRule):
     per exchange each agent reports g floats and receives g, 4·g per agent per round.
     ``kernel`` is the plain gradient step of each half step. Runs in-process only
     (:mod:`tatonnet.environment.tatonnement.composite`), not on the sharded/Ray engine.
+
+    Geometry (``space``, default ``"log"``): ``u`` are log-prices (``zeta(u) = Z(exp u) /
+    S``: mirror-prox with the entropy mirror map, the numeraire's log-price pinned at 0) or,
+    with ``space="price"``, prices (``zeta(p) = Z(p) / S``: Korpelevich's Euclidean
+    extragradient; the numeraire's price pinned at 1 and every price floored at
+    ``PRICE_FLOOR`` after each half step). Messages are the same in both geometries.
+    Options: the schedule scales ``step_size`` in both half steps of a round (the round's
+    global number); ``clip`` / ``normalize`` transform each half step's signal.
     """
 
     name = "extragradient"

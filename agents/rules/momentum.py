@@ -1,4 +1,4 @@
-"""Heavy-ball (Polyak) momentum tâtonnement on log-prices."""
+"""Heavy-ball (Polyak) momentum tâtonnement, on log-prices (default) or prices."""
 
 import dataclasses
 
@@ -35,28 +35,33 @@ def _heavy_ball(u, signal, buffers, params):
 @register
 @dataclasses.dataclass(frozen=True)
 class Momentum(PriceRule):
-    """Heavy-ball momentum: log p <- log p + v, v <- momentum * v + step_size * z/s.
+    """Heavy-ball momentum: u <- u + v, v <- momentum * v + step_size * z/s (u = log p or p).
 
     Notes
     -----
-    Polyak's heavy ball on log-prices (gradient *ascent* on excess demand, as in
+    Polyak's heavy ball on the coordinates ``u`` (gradient *ascent* on excess demand, as in
     ``entropic``)::
 
         v_j   <- momentum * v_j + step_size * zhat_j
-        u_j   <- mix(u)_j + v_j                     (u = log p)
+        u_j   <- mix(u)_j + v_j                     (u = log p, or p)
 
     Under ``central`` (no mixing) this is ``u_{t+1} = u_t + step_size * zhat_t +
     momentum * (u_t - u_{t-1})`` on every non-numeraire good. On a graph each agent keeps
     its own velocity and applies it after mixing (heavy ball on top of gradient tracking).
-    Prices stay positive by construction (log space).
+
+    Geometry (``space``, default ``"log"``): ``u`` are log-prices — the step is mirror
+    descent with the entropy mirror map (multiplicative in prices, positive by
+    construction). With ``space="price"`` ``u`` are the prices themselves — the same update
+    with the Euclidean mirror map, the velocity in price units,
+    floored at ``PRICE_FLOOR`` (a floored price counts as divergence).
 
     Hyperparameters: ``step_size`` η > 0 (default 0.02), ``momentum`` β in [0, 1)
     (default 0.5; β = 0 is ``entropic``).
 
     Buffers: (1, g) — row 0 the velocity ``v`` (zero at round 0).
 
-    Messages per round: one exchange; each agent sends each neighbour its g log-prices
-    and its g-vector signal (2·g floats).
+    Messages per round, in either geometry: one exchange; each agent sends each neighbour
+    its g coordinates and its g-vector signal (2·g floats).
     """
 
     name = "momentum"

@@ -27,10 +27,17 @@ class Multiplicative(PriceRule):
     ``1 ± step_size``. Implemented in log space: ``log p_j <- mix(log p)_j +
     log1p(step_size * clip(zhat_j, -1, 1))``; needs ``step_size < 1`` so that prices stay
     positive. Per round each agent sends its g log-prices and its g-vector signal.
+
+    Geometry: log space only (``spaces = {"log"}``). The rule *is* a proportional price
+    change, ``p <- p (1 + ...)``; a price-space version would be a different rule (its
+    step would not scale with the price), so ``space="price"`` is refused. Schedules and
+    signal transforms apply (the schedule scales ``step_size``; a clip acts before the
+    ±1 cap).
     """
 
     name = "multiplicative"
     space = "log"
+    spaces = frozenset({"log"})
     step_size: float = 0.1
 
     kernel = staticmethod(_multiplicative)

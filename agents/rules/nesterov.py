@@ -18,7 +18,7 @@ def _nesterov(u, signal, buffers, params):
 @register
 @dataclasses.dataclass(frozen=True)
 class Nesterov(PriceRule):
-    """Nesterov momentum, look-ahead form: log p <- log p + momentum * v + step_size * z/s.
+    """Nesterov momentum, look-ahead form: u <- u + momentum * v + step_size * z/s (u = log p or p).
 
     Notes
     -----
@@ -36,14 +36,21 @@ class Nesterov(PriceRule):
 
     Under ``central`` the iterates ``u_t`` are Sutskever's look-ahead points ``φ_t`` and
     ``θ_t = u_t - β v_t``; both sequences converge to the same limit (``v -> 0``). This is
-    also the form used by PyTorch's ``SGD(nesterov=True)``. Prices stay positive (log space).
+    also the form used by PyTorch's ``SGD(nesterov=True)``.
+
+    Geometry (``space``, default ``"log"``): ``u`` are log-prices — the step is mirror
+    descent with the entropy mirror map (multiplicative in prices, positive by
+    construction). With ``space="price"`` ``u`` are the prices themselves — the same update
+    with the Euclidean mirror map, look-ahead points and velocity in price units,
+    floored at ``PRICE_FLOOR`` (a floored price counts as divergence).
 
     Hyperparameters: ``step_size`` η > 0 (default 0.02), ``momentum`` β in [0, 1)
     (default 0.5).
 
     Buffers: (1, g) — row 0 the velocity ``v`` (zero at round 0).
 
-    Messages per round: one exchange of 2·g floats per neighbour (log-prices and signal).
+    Messages per round, in either geometry: one exchange of 2·g floats per neighbour (its
+    g coordinates and its signal).
     """
 
     name = "nesterov"

@@ -52,10 +52,16 @@ class Newton(PriceRule):
     tracker). Under ``central`` each agent reports ``g + (g-1)^2`` floats (excess demand and
     its Jacobian block) and receives g prices. ``kernel`` (a plain gradient step) is not
     used by the Newton dynamics. Runs in-process only (:mod:`tatonnet.environment.tatonnement.composite`).
+
+    Geometry: log space only — the Jacobian is taken in log-prices and the step cap is in
+    log-price units; ``space="price"`` is refused. Its step is a Newton step, not a step on
+    the signal, so it takes no ``schedule``, ``warmup``, ``clip`` or ``normalize``.
     """
 
     name = "newton"
     space = "log"
+    spaces = frozenset({"log"})
+    step_options = False
     engine = "newton"
     step_size: float = 1.0
     damping: float = 1e-6

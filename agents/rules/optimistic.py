@@ -17,7 +17,7 @@ def _optimistic(u, signal, buffers, params):
 @register
 @dataclasses.dataclass(frozen=True)
 class Optimistic(PriceRule):
-    """Optimistic gradient: log p <- log p + step_size * (2 z_t/s - z_{t-1}/s).
+    """Optimistic gradient: u <- u + step_size * (2 z_t/s - z_{t-1}/s) (u = log p or p).
 
     Notes
     -----
@@ -25,10 +25,15 @@ class Optimistic(PriceRule):
     the classic remedy for cycling in min-max games: the last signal is used as a
     prediction of the next one, an extrapolation step without a second evaluation::
 
-        u_j <- mix(u)_j + η (2 zhat_j(t) - zhat_j(t-1))        (u = log p)
+        u_j <- mix(u)_j + η (2 zhat_j(t) - zhat_j(t-1))        (u = log p, or p)
 
-    with ``zhat(-1) = 0``, so the first round steps by ``2 η zhat(0)``. Prices stay
-    positive (log space).
+    with ``zhat(-1) = 0``, so the first round steps by ``2 η zhat(0)``.
+
+    Geometry (``space``, default ``"log"``): ``u`` are log-prices — the step is mirror
+    descent with the entropy mirror map (multiplicative in prices, positive by
+    construction). With ``space="price"`` ``u`` are the prices themselves — the same update
+    with the Euclidean mirror map, ``p_j <- mix(p)_j + η (2 zhat_j(t) - zhat_j(t-1))``,
+    floored at ``PRICE_FLOOR`` (a floored price counts as divergence).
 
     Hyperparameters: ``step_size`` η > 0 (default 0.01). Its stable range is about a third
     of plain gradient steps' (for a real eigenvalue λ of the linearized map the iteration
@@ -36,8 +41,8 @@ class Optimistic(PriceRule):
 
     Buffers: (1, g) — row 0 the previous round's signal ``zhat(t-1)``.
 
-    Messages per round: one exchange of 2·g floats per neighbour (log-prices and signal);
-    the previous signal is the agent's own.
+    Messages per round, in either geometry: one exchange of 2·g floats per neighbour (its
+    g coordinates and its signal); the previous signal is the agent's own.
     """
 
     name = "optimistic"

@@ -25,10 +25,16 @@ class ProportionalResponse(PriceRule):
     the average bid and sends its m = g - 1 tracked values to each neighbour per round.
     Needs a Fisher-shaped economy (buyers own money only, sellers value money only);
     anything else is refused with a one-line :class:`RuleError`.
+
+    Geometry: buyers update bids, not prices, so there is no price step to take in
+    another geometry: ``space`` stays ``"log"`` (``"price"`` is refused), and the rule
+    takes no ``schedule``, ``warmup``, ``clip`` or ``normalize``.
     """
 
     name = "proportional-response"
     space = "log"
+    spaces = frozenset({"log"})
+    step_options = False
     engine = "proportional-response"
     kernel = None  # the engine runs it (see tatonnet.environment.fisher)
 

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse
 
 from tatonnet.agents import jacobian
-from tatonnet.agents.rules import PriceRule, RuleError
+from tatonnet.agents.rules import PRICE_FLOOR, PriceRule, RuleError, transforms
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network
 from tatonnet.environment.tatonnement import kernel
@@ -35,6 +35,7 @@ from tatonnet.environment.tatonnement.dynamics import (
     MarketState,
     NetworkTatonnement,
     RoundMetrics,
+    prices_from_coords,
     reduce_partials,
     state_partials,
     use_threads,
@@ -93,13 +94,27 @@ def _free_goods(g: int, numeraire: int) -> np.ndarray:
     return np.array([j for j in range(g) if j != numeraire])
 
 
+def pin(coords: np.ndarray, numeraire: int, space: str) -> np.ndarray:
+    """Pin the numeraire (log-price 0 / price 1) of every row of ``coords`` (n, g) in place
+    and, in price space, floor prices at ``PRICE_FLOOR`` (NaN passes, to be reported)."""
+    if space == "log":
+        coords[:, numeraire] = 0.0
+    else:
+        coords[:, numeraire] = 1.0
+        coords[coords < PRICE_FLOOR] = PRICE_FLOOR
+    return coords
+
+
+def _require_log(rule: PriceRule) -> None:
+    if rule.space != "log":
+        raise RuleError(f"rule {rule.name!r}: the Newton dynamics work in log-prices")
+
+
 class _NetworkComposite(NetworkTatonnement):
     """Validation, mixing matrices and metrics shared by the decentralized composites."""
 
     def __init__(self, economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
         super().__init__(economy, network, rule, signal)
-        if rule.space != "log":
-            raise RuleError(f"rule {rule.name!r}: the composite dynamics work in log-prices")
         n, net = economy.n_agents, network
         #: W (n, n): Metropolis mixing weights over closed neighbourhoods (doubly stochastic)
         self.mixing = scipy.sparse.csr_array((net.mixing, net.indices, net.indptr), (n, n))
@@ -109,26 +124,32 @@ class _NetworkComposite(NetworkTatonnement):
         )
 
     def _excess(self, coords: np.ndarray) -> np.ndarray:
-        """Each agent's excess demand at its own log-prices ``coords`` (n, g)."""
+        """Each agent's excess demand at its own coordinates ``coords`` (n, g): log-prices
+        or prices, by the rule's space."""
         out = np.empty_like(coords)
+        log_space = self.space == "log"
         # rows whose prices over- or underflow (a diverging run) report NaN excess demand,
         # which the status check reads as divergence, instead of failing in the kernel
-        bad = ~(np.abs(coords) <= EXP_SAFE).all(axis=1)
-        safe = np.where(bad[:, None], 0.0, coords) if bad.any() else coords
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logp = coords if log_space else np.log(coords)
+            bad = ~(np.abs(logp) <= EXP_SAFE).all(axis=1)
+        safe = np.where(bad[:, None], 0.0 if log_space else 1.0, coords) if bad.any() else coords
         use_threads(self.n_blocks)
-        kernel.excess_demand_rows(np.ascontiguousarray(safe), True, *self._arrays, out)
+        kernel.excess_demand_rows(np.ascontiguousarray(safe), log_space, *self._arrays, out)
         out[bad] = np.nan
         return out
 
     def _signal(self, tracker: np.ndarray, excess: np.ndarray) -> np.ndarray:
-        """What each agent reacts to (n, g): ``c_i y_i`` (tracking) or ``c_i sum_N[i] z_j``."""
+        """What each agent reacts to (n, g): ``c_i y_i`` (tracking) or ``c_i sum_N[i] z_j``,
+        then the rule's signal transform (clip / normalize), if any."""
         if self.signal == "tracking":
-            return tracker * self.inv_scale
-        return (self.adjacency @ excess) * self.inv_scale
+            s = tracker * self.inv_scale
+        else:
+            s = (self.adjacency @ excess) * self.inv_scale
+        return transforms.transform_rows(s, self.economy.numeraire, *self.rule.signal_transform)
 
     def _pin(self, coords: np.ndarray) -> np.ndarray:
-        coords[:, self.economy.numeraire] = 0.0
-        return coords
+        return pin(coords, self.economy.numeraire, self.space)
 
     def _metrics(self, round_: int, coords: np.ndarray, excess: np.ndarray) -> RoundMetrics:
         partials = state_partials(coords, excess, self.space)
@@ -144,13 +165,13 @@ class NetworkExtragradient(_NetworkComposite):
     """Decentralized extragradient tâtonnement (two message exchanges per round).
 
     The update is written out in :class:`tatonnet.agents.rules.extragradient.Extragradient`
-    (``Notes``). State: :class:`~tatonnet.environment.tatonnement.dynamics.MarketState` with ``coords`` (n, g)
-    log-prices, ``tracker`` (n, g) (equal to ``excess`` under ``local``), ``excess`` (n, g).
+    (``Notes``). State: :class:`~tatonnet.environment.tatonnement.dynamics.MarketState`
+    with ``coords`` (n, g) log-prices or prices (the rule's ``space``), ``tracker`` (n, g) (equal to ``excess`` under ``local``), ``excess`` (n, g).
     """
 
     def step(self, state: MarketState, spare: MarketState | None = None):
         """One round (two exchanges); returns ``(new_state, metrics)``. ``spare`` is unused."""
-        eta, W = self.rule.step_size, self.mixing
+        eta, W = self.rule.round_params(state.round)[0], self.mixing  # the schedule's step
         u, y, z = state.coords, state.tracker, state.excess
         s = self._signal(y, z)
         # exchange 1: neighbours' log-prices and trackers (local: excess demands)
@@ -171,20 +192,25 @@ class CentralExtragradient(CentralTatonnement):
     """Extragradient with one auctioneer: two exact evaluations of ``Z`` per round."""
 
     def step(self, state: MarketState, spare: MarketState | None = None):
-        supply, num = self.supply, self.economy.numeraire
+        num, space = self.economy.numeraire, self.space
+        eta = self.rule.round_params(state.round)[0]  # the schedule's step of this round
         u = state.coords[0]
-        uh = _central_log_step(u, self.rule.step_size * state.excess[0] / supply, num)
+        uh = _central_step(u, self._delta(eta, state.excess[0]), num, space)
         with np.errstate(over="ignore"):  # an overflow is reported as divergence
-            zh = self._aggregate(np.exp(uh))
-            u_new = _central_log_step(u, self.rule.step_size * zh / supply, num)
-            prices = np.exp(u_new)
+            zh = self._aggregate(prices_from_coords(uh, space))
+            u_new = _central_step(u, self._delta(eta, zh), num, space)
+            prices = prices_from_coords(u_new, space)
         return self.post(state, u_new, prices)
 
+    def _delta(self, eta: float, excess: np.ndarray) -> np.ndarray:
+        """The half step ``eta * signal`` from aggregate excess demand (g,)."""
+        if self.rule.signal_transform[0] == transforms.NONE:
+            return eta * excess / self.supply  # the order of operations of the default
+        return eta * self.rule.prepare_signal(excess / self.supply, self.economy.numeraire)
 
-def _central_log_step(u: np.ndarray, delta: np.ndarray, numeraire: int) -> np.ndarray:
-    out = u + delta
-    out[numeraire] = 0.0
-    return out
+
+def _central_step(u: np.ndarray, delta: np.ndarray, numeraire: int, space: str) -> np.ndarray:
+    return pin((u + delta)[None, :], numeraire, space)[0]
 
 
 def make_extragradient(economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
@@ -223,6 +249,7 @@ class NetworkNewton(_NetworkComposite):
 
     def __init__(self, economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
         super().__init__(economy, network, rule, signal)
+        _require_log(rule)
         self.free = _free_goods(economy.n_goods, economy.numeraire)
 
     def _jacobian(self, coords: np.ndarray, excess: np.ndarray) -> np.ndarray:
@@ -272,8 +299,7 @@ class CentralNewton(CentralTatonnement):
 
     def __init__(self, economy: Economy, rule: PriceRule):
         super().__init__(economy, rule)
-        if rule.space != "log":
-            raise RuleError(f"rule {rule.name!r}: the composite dynamics work in log-prices")
+        _require_log(rule)
         self.free = _free_goods(economy.n_goods, economy.numeraire)
 
     def jacobian(self, prices: np.ndarray) -> np.ndarray:

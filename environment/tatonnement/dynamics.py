@@ -156,6 +156,7 @@ class NetworkTatonnement:
         self.space = rule.space
         self._arrays = economy.kernel_arrays()
         self._params = rule.params()
+        self._transform = rule.signal_transform
         self.inv_scale = self._signal_scale()
         self.supply = economy.supply
         self.n_blocks = kernel.n_blocks(economy.n_agents)
@@ -197,6 +198,7 @@ class NetworkTatonnement:
             spare = MarketState(np.empty((n, g)), np.empty((n, g)), np.empty((n, g)), None)
         partials = np.empty((self.n_blocks, kernel.N_PARTIALS, g))
         net = self.network
+        params = self.rule.round_params(state.round) if self.rule.scheduled else self._params
         use_threads(self.n_blocks)
         kernel.network_round(
             net.indptr, net.indices, net.mixing,
@@ -204,7 +206,8 @@ class NetworkTatonnement:
             spare.coords, spare.tracker, spare.excess,
             *self._arrays, self.inv_scale, 0,
             self.space == "log", self.signal == "tracking", self.economy.numeraire,
-            self.rule.kernel, self._params, state.buffers, self._all_blocks, partials,
+            self.rule.kernel, params, *self._transform, state.buffers, self._all_blocks,
+            partials,
         )  # fmt: skip
         new = MarketState(spare.coords, spare.tracker, spare.excess, state.buffers, state.round + 1)
         return new, self.metrics_from_partials(new.round, partials)
@@ -250,7 +253,7 @@ class CentralTatonnement:
     def step(self, state: MarketState, spare: MarketState | None = None):
         signal = state.excess[0] / self.supply
         coords = auctioneer_step(self.rule, state.coords[0], signal, state.buffers[0],
-                                 self.economy.numeraire)  # fmt: skip
+                                 self.economy.numeraire, state.round)  # fmt: skip
         return self.post(state, coords, prices_from_coords(coords, self.space))
 
     def post(self, state: MarketState, coords: np.ndarray, prices: np.ndarray):
@@ -266,14 +269,18 @@ class CentralTatonnement:
         return prices_from_coords(state.coords, self.space)
 
 
-def auctioneer_step(rule: PriceRule, coords, signal, buffers, numeraire: int) -> np.ndarray:
-    """The central auctioneer's update of one price vector: new coordinates (g,).
+def auctioneer_step(rule: PriceRule, coords, signal, buffers, numeraire: int,
+                    round_: int) -> np.ndarray:  # fmt: skip
+    """The central auctioneer's update of one price vector in round ``round_`` (the global
+    round, 0 for the first step): new coordinates (g,).
 
-    ``buffers`` (n_buffers, g) is updated in place; the numeraire is pinned and, in price
-    space, prices are floored at ``PRICE_FLOOR``.
+    The signal (g,) is transformed as the rule asks (clip / normalize), the step scaled by
+    its schedule; ``buffers`` (n_buffers, g) is updated in place; the numeraire is pinned
+    and, in price space, prices are floored at ``PRICE_FLOOR``.
     """
     coords = np.array(coords, dtype=float)
-    rule.kernel(coords, np.ascontiguousarray(signal), buffers, rule.params())
+    signal = rule.prepare_signal(signal, numeraire)
+    rule.kernel(coords, signal, buffers, rule.round_params(round_))
     if rule.space == "log":
         coords[numeraire] = 0.0
     else:

@@ -18,6 +18,12 @@ sum_{N[i]} e_j`` under ``local`` (each agent sees only its neighbourhood's marke
 generally stay dispersed). Messages per round: each agent sends ``u_i`` and ``y_i`` (or
 ``z_i``) to each neighbour, 2·g floats.
 
+The rule's options reach the round as arguments: its ``params`` are this round's
+(``rule.round_params(t)``: the step scaled by the schedule, computed by the caller from
+the global round), and ``transform, bound`` (``rule.signal_transform``) clip or normalize
+``signal_i`` before the rule's kernel (:func:`tatonnet.agents.rules.transforms.transform_signal`;
+``NONE``, the default, is one branch a row). ``log_space`` is the rule's geometry.
+
 Reductions are taken over fixed blocks of ``BLOCK`` consecutive global agent ids and
 summed in block order, so metrics are bit-identical whatever the thread or worker count.
 
@@ -52,6 +58,7 @@ from numba.extending import intrinsic
 
 from tatonnet.agents.rules import PRICE_FLOOR
 from tatonnet.agents.rules.base import KERNEL_TYPE
+from tatonnet.agents.rules.transforms import NONE, transform_signal
 from tatonnet.agents.utility import Family, demand_rows
 
 #: Agents per reduction block (global ids ``[b * BLOCK, (b + 1) * BLOCK)``).
@@ -84,7 +91,7 @@ NETWORK_ROUND_SIGNATURE = nt.void(
     _F2, _F2, _F2, _F2, _F2, _F2,
     _F2, _F2, nt.int8[::1], _F1, _F2,
     nt.int64, nt.boolean, nt.boolean, nt.int64,
-    KERNEL_TYPE, _F1, _F3, nt.int64[::1], _F3,
+    KERNEL_TYPE, _F1, nt.int64, nt.float64, _F3, nt.int64[::1], _F3,
 )  # fmt: skip
 
 
@@ -285,7 +292,8 @@ def _tile_demand(pt, lt, qt, bits, e, a, family, sigma, t0, t1, dt):
 
 @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _round_block(lo, hi, indptr, indices, mixing, u, y, z, u_out, y_out, z_out, e, a, family,
-                 sigma, inv_scale, log_space, tracking, numeraire, rule, params, buffers, part):  # fmt: skip
+                 sigma, inv_scale, log_space, tracking, numeraire, rule, params, transform,
+                 bound, buffers, part):  # fmt: skip
     """Rows ``lo..hi`` (one reduction block) of :func:`network_round`; ``part`` (N_PARTIALS, g)."""
     g = u_out.shape[1]
     n_buf = buffers.shape[1]
@@ -336,6 +344,8 @@ def _round_block(lo, hi, indptr, indices, mixing, u, y, z, u_out, y_out, z_out, 
             else:
                 for j in range(g):
                     signal[j] = vmix[i, j] * inv_scale[r, j]
+            if transform != NONE:
+                transform_signal(signal, numeraire, transform, bound)
             for m in range(n_buf):
                 for j in range(g):
                     buf[m, j] = buffers[r, m, j]
@@ -392,7 +402,9 @@ def network_round(
     inv_scale,  # (n_rows, g) 1 / local supply scale of the signal
     row_offset,  # global id of row 0 (aligns the reduction blocks to global ids)
     log_space, tracking, numeraire,
-    rule, params, buffers,  # the rule's kernel, hyperparameters, (n_rows, nb, g) state
+    rule, params,  # the rule's kernel and this round's hyperparameters (rule.round_params)
+    transform, bound,  # the rule's signal transform (rule.signal_transform; NONE: none)
+    buffers,  # (n_rows, nb, g) the rule's state
     blocks,  # (m,) which blocks to update: indices into ``partials`` (all: arange(nb))
     partials,  # (n_blocks_rows, N_PARTIALS, g) out; only the rows of ``blocks`` written
 ):  # fmt: skip
@@ -404,7 +416,7 @@ def network_round(
         hi = min(n_rows, (first_block + b + 1) * BLOCK - row_offset)
         _round_block(lo, hi, indptr, indices, mixing, u, y, z, u_out, y_out, z_out, e, a,
                      family, sigma, inv_scale, log_space, tracking, numeraire, rule, params,
-                     buffers, partials[b])  # fmt: skip
+                     transform, bound, buffers, partials[b])  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------

@@ -92,8 +92,12 @@ Which rules apply: every registered rule that fits the one-kernel contract
 (``rule.engine is None``): ``entropic`` (``log p += step * d``), ``multiplicative``
 (``log p += log1p(step * clip(d, -1, 1))``, Cole–Fleischer's capped update, the default),
 ``additive`` (price space, floored) and optimizer rules with buffers (one buffer row per
-merchant). Composite rules (``engine`` set: extragradient, Newton) need trial
-excess-demand evaluations that a merchant does not have; they raise a one-line RuleError.
+merchant), each in the geometry its ``space`` names (price space: floored at
+``PRICE_FLOOR``), with its options: the schedule scales the step by the market day
+(``state.round``), ``clip`` / ``normalize`` act on each merchant's signal row (norm over
+the non-numeraire goods). Composite rules (``engine`` set: extragradient, Newton) need
+trial excess-demand evaluations that a merchant does not have; they raise a one-line
+RuleError.
 
 Metrics (:class:`LayeredMetrics`): ``excess`` (g,) is the agents' aggregate net order
 against the merchants relative to supply, ``sum_m Z_m / S``; ``inventory_gap`` (g,) the
@@ -125,7 +129,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from tatonnet.agents.rules import PRICE_FLOOR, PriceRule, RuleError, make_rule
+from tatonnet.agents.rules import PRICE_FLOOR, PriceRule, RuleError, make_rule, transforms
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network, from_edges, sorted_unique
 from tatonnet.environment.tatonnement import kernel
@@ -466,11 +470,15 @@ class LayeredMarket:
         """
         tracking = self.signal == "tracking"
         signal = np.ascontiguousarray(state.tracker if tracking else state.own_signal)
+        num = self.economy.numeraire
+        rule = self.rule
+        if rule.signal_transform[0] != transforms.NONE:  # clip / normalize, per merchant
+            signal = transforms.transform_rows(signal, num, *rule.signal_transform)
+        params = rule.round_params(state.round) if rule.scheduled else self._rule_params
         u = np.ascontiguousarray(self.mixing @ state.coords)
         buffers = state.buffers.copy()
         for m in range(self.n_merchants):  # merchants are few; agents never loop
-            self.rule.kernel(u[m], signal[m], buffers[m], self._rule_params)
-        num = self.economy.numeraire
+            rule.kernel(u[m], signal[m], buffers[m], params)
         if self.space == "log":
             u[:, num] = 0.0
         else:
