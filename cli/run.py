@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -205,7 +207,12 @@ def entry() -> None:
     with its status (see :func:`tatonnet.cli.signals.finish`)."""
     from tatonnet.cli import signals
 
-    signals.finish(main())
+    try:
+        code = main()
+    except BrokenPipeError:  # `tatonnet ... | head`: the reader left; what was written stays
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
+    signals.finish(code)
 
 
 def _main(argv: list[str] | None = None) -> int:

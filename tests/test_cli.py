@@ -481,3 +481,18 @@ def test_shell_sees_exit_2_and_one_line_for_a_bad_argument(tmp_path):
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "--agents" in proc.stderr and "'abc'" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly():
+    """``tatonnet ... | head``: a closed pipe ends the command with 141 (128 + SIGPIPE) and
+    no traceback."""
+    code = (
+        "from tatonnet.cli import run\n"
+        "def main():\n"
+        "    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "run.main = main\n"
+        "run.entry()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 141 and "Traceback" not in done.stderr, done.stderr
