@@ -260,14 +260,7 @@ class OutputClaim:
     def release(self) -> None:
         """Let the name go: remove the (empty) lock file if this run made it, then unlock."""
         lock, self._lock = self._lock, None
-        if lock is None:
-            return
-        path = lock_path_for(self.out)
-        with contextlib.suppress(OSError):
-            st = path.lstat()
-            if self._lock_created and stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                path.unlink()  # while locked: a waiter on the old inode sees it unlinked
-        lock.release()
+        release_lock(lock, self.out, lambda: self._lock_created)
         if self._discarded:
             _remove_empty(self.made_parents)
 
@@ -358,6 +351,19 @@ def lock_with_parents(out: Path):
         _remove_empty(made)
         raise
     return lock, lock_created, made
+
+
+def release_lock(lock, out: Path, ours) -> None:
+    """Unlock ``out``'s lock (None: nothing held), first removing its lock file if
+    ``ours()`` says this program made it and it is still an empty plain file."""
+    if lock is None:
+        return
+    path = lock_path_for(out)
+    with contextlib.suppress(OSError):
+        st = path.lstat()
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0 and ours():
+            path.unlink()  # while locked: a waiter on the old inode sees it unlinked
+    lock.release()
 
 
 def claim_new(out: Path, kind: str = "run", force: bool = False) -> OutputClaim:

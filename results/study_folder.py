@@ -47,9 +47,9 @@ from tatonnet.results.output import (
     _remove_empty,
     _write_marker,
     check_location,
-    lock_path_for,
     lock_with_parents,
     read_marker,
+    release_lock,
     work_dir_for,
 )
 
@@ -184,15 +184,7 @@ class StudyClaim:
     def release(self) -> None:
         """Unlock the name and remove the (empty) lock file."""
         lock, self._lock = self._lock, None
-        if lock is None:
-            return
-        path = lock_path_for(self.out)
-        with contextlib.suppress(OSError):
-            st = path.lstat()
-            ours = self._lock_created or read_marker(self.out) is not None
-            if ours and stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                path.unlink()
-        lock.release()
+        release_lock(lock, self.out, lambda: self._lock_created or read_marker(self.out) is not None)
         if self._discarded:
             _remove_empty(self.made_parents)
 
