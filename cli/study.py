@@ -2,8 +2,9 @@
 
 The grid, its cells and its outputs are :mod:`tatonnet.studies.grid`; the cell cache
 (keys, reuse) :mod:`tatonnet.studies.cache`; the study folder and its cell files
-:mod:`tatonnet.results.study_folder` and :mod:`tatonnet.results.cell_store`; the tables and
-figures :mod:`tatonnet.studies.report`, assembled from the stored cells.
+:mod:`tatonnet.results.study_folder` and :mod:`tatonnet.results.cell_store`; the tables
+:mod:`tatonnet.studies.report` and the figures :mod:`tatonnet.studies.figures`, assembled
+from the stored cells; a tuned sweep's cells :mod:`tatonnet.studies.tune`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
             "Run a grid of scenarios x rules x step sizes x seeds (x central/network, flat/"
             "layered market) and write a verdict table (verdicts.csv, verdicts.md, "
             "headline.md), summary.json, run.json, the "
-            "downsampled trajectories (cells.parquet) and figures (simplex-*.png for 3-good "
-            "economies, convergence-*.png)."
+            "downsampled trajectories (cells.parquet) and figures as PNG, PDF and SVG "
+            "(convergence-<scenario>, simplex-<scenario> for 3-good economies, "
+            "verdicts-<mode>)."
         ),
-        epilog="Each finished cell is kept in DIR/cells/ at once: running the same command "
+        epilog="A sweep with a [sweep.tune] table tunes each of its cells: it searches the "
+        "rule's step size (1e-4 to 10, log) and main hyperparameters with Optuna (TPE, "
+        "successive halving), and the cell's verdict is the best trial's (converges, "
+        "unconfirmed on a second seed, or fails: no trial of the budget converged). "
+        "Each finished cell is kept in DIR/cells/ at once: running the same command "
         "again reuses the stored cells (an interrupted study resumes), and a changed study "
         "into the same --out runs only its new cells and rewrites the tables. Exit status: 0 "
         "when the grid ran (whatever the verdicts), 2 for invalid input, 130 when "
@@ -78,8 +84,9 @@ def _main(argv: list[str] | None = None) -> int:
         cells = expand(study)
         configs = cache.cell_configs(cells)  # every key, before any folder is touched
         out = args.out or Path("runs") / f"study-{safe_name(study.name)}"
-        figures = [f"{kind}-{name}.png" for name in dict.fromkeys(c.scenario for c in cells)
-                   for kind in ("convergence", "simplex")]  # fmt: skip
+        from tatonnet.studies.figures import figure_names
+
+        figures = figure_names((c.scenario for c in cells), modes=(c.mode for c in cells))
         claim = claim_study(out, args.force, outputs=(*TABLES, *figures))
         # validated, locked, marked; unlocked in `finally`, after any clean-up
         store = claim.store
@@ -113,6 +120,10 @@ def _main(argv: list[str] | None = None) -> int:
     counts = status_counts(rows)
     print(f"study {study.name}: {len(rows)} cells in {time.perf_counter() - t0:.1f} s - "
           + ", ".join(f"{s} {n}" for s, n in counts.items()))  # fmt: skip
+    verdicts = verdict_counts(rows)
+    if verdicts:
+        print(f"study {study.name}: tuned verdicts - "
+              + ", ".join(f"{v} {n}" for v, n in verdicts.items()))  # fmt: skip
     print(f"results:  {out}")
     errors = [r for r in rows if r["status"] == "error"]
     if errors:
@@ -177,8 +188,12 @@ def _write_tables(study, cells, rows, plan, store, work: Path, args, t0, claim, 
     report.write_trajectories(stored(rows), work / "cells.parquet")
     report.write_timing(rows, work / "timing.csv")
     (work / "headline.md").write_text(report.headline_tables(rows) + "\n")
+    from tatonnet.studies import figures
+
     for scenario in dict.fromkeys(r["scenario"] for r in rows):  # one scenario in memory
-        report.plot_figures(list(stored(r for r in rows if r["scenario"] == scenario)), work)
+        figures.plot_figures(list(stored(r for r in rows if r["scenario"] == scenario)), work)
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        figures.plot_verdict_map(rows, work, mode)
     files = sorted({p.name for p in work.iterdir()} | {"summary.json"})
     write_summary(work, study, rows, {
         "seeds": seeds, **options, "wall_seconds": time.perf_counter() - t0,
@@ -193,6 +208,12 @@ def status_counts(rows: list[dict]) -> dict[str, int]:
     return {s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)}
 
 
+def verdict_counts(rows: list[dict]) -> dict[str, int]:
+    """Tuned cells per verdict (``converges``, ``unconfirmed``, ``fails``...); {} if none."""
+    tuned = [r["verdict"] for r in rows if r.get("verdict")]
+    return {v: tuned.count(v) for v in dict.fromkeys(tuned)}
+
+
 def write_summary(work: Path, study, rows: list[dict], extra: dict) -> dict:
     """``summary.json`` of a study folder: the study, its cells per status and rule, where
     its tables are, and ``extra`` (seeds, options, timing, versions, run id)."""
@@ -205,7 +226,7 @@ def write_summary(work: Path, study, rows: list[dict], extra: dict) -> dict:
     summary = {
         "kind": "study", "study": study.name, "description": study.description,
         "study_source": study.source, "cells": len(rows), "status_counts": status_counts(rows),
-        "status_by_rule": by_rule, "scenarios": list(dict.fromkeys(r["scenario"] for r in rows)),
+        "status_by_rule": by_rule, "verdict_counts": verdict_counts(rows), "scenarios": list(dict.fromkeys(r["scenario"] for r in rows)),
         "headline": "headline.md", "verdicts": "verdicts.csv", **extra,
     }  # fmt: skip
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -29,6 +29,16 @@
   anything else (its actors poll their channels, about a core each, while it exists).
   Measured against the default in ``docs/07-performance.md``.
 
+* **Composite rules** (extragradient, Newton, proportional response: ``rule.engine`` set):
+  the driver builds the rule's in-process dynamics once and hands its round
+  (:class:`~tatonnet.environment.tatonnement.rows.RowRound`) to every shard, which is then a
+  :class:`tatonnet.distributed.composite_shard.CompositeShard`. A round is one call per
+  shard and message exchange (two for extragradient), chained through the messages'
+  object refs; only the last returns partials. Checkpoints, recovery, one-worker batches
+  and ``--sync-every`` work as for the fused kernel (the round's extra state — Jacobian
+  trackers, bids — is in the shard's state); ``--exchange peer`` and central runs are the
+  fused kernel's only.
+
 **Checkpoints and recovery.** When the driver asks (``--checkpoint-every R``) each shard
 writes its own rows to ``<checkpoint_dir>/round-<R>/shard-<k>.npz``; the driver adds ``engine.json`` (and
 whatever its ``on_checkpoint`` callback saves) and marks the folder ``COMPLETE``. If a worker
@@ -51,15 +61,16 @@ import numpy as np
 
 from tatonnet.agents.rules import PriceRule
 from tatonnet.distributed import cluster
+from tatonnet.distributed.composite_shard import CompositeShard
 from tatonnet.distributed.partition import Partition, partition, shard_ranges
 from tatonnet.distributed.shard import Shard, ShardSpec, build_specs
 from tatonnet.environment.build.agents import initial_price_rows
 from tatonnet.environment.build.shard_rows import check_reports, reduce_supply
 from tatonnet.environment.economy import Economy
+from tatonnet.environment.engines import make_dynamics
 from tatonnet.environment.network import Network
 from tatonnet.environment.tatonnement import kernel
 from tatonnet.environment.tatonnement.dynamics import (
-    NetworkTatonnement,
     RoundMetrics,
     auctioneer_step,
     coords_from_prices,
@@ -140,16 +151,32 @@ class ShardEngine:
         self._common(checkpoint_dir, kill_worker_at_round, max_recoveries, threads)
         self._initial_prices = np.asarray(initial_prices, dtype=float)
 
+        program = None  # a composite rule's round (extragradient, Newton, ...)
         if self.central:
+            if rule.engine is not None:
+                raise ValueError(
+                    f"rule {rule.name!r} under central runs its own dynamics ({rule.engine!r}) "
+                    "in this process only"
+                )
             network_for_cut = None
             inv_scale = np.ones_like(economy.endowments)
         else:
             network_for_cut = network
-            inv_scale = NetworkTatonnement(economy, network, rule, signal_kind).inv_scale
+            dynamics = make_dynamics(economy, network, rule, signal_kind)
+            inv_scale = dynamics.inv_scale
+            program = getattr(dynamics, "row_round", None)
+            if rule.engine is not None and program is None:
+                raise ValueError(f"rule {rule.name!r}: its {rule.engine!r} dynamics has no "
+                                 "sharded round")  # fmt: skip
+            if program is not None and exchange == "peer" and use_ray and n_shards > 1:
+                raise ValueError(f"--exchange peer runs the fused kernel; rule {rule.name!r} "
+                                 "exchanges through the driver (--exchange driver)")  # fmt: skip
+            if program is not None:
+                self._shard_cls, self._exchanges = CompositeShard, len(program.exchanges)
         self.partition: Partition = partition(network_for_cut or _empty(economy.n_agents), n_shards)
         self.specs: list[ShardSpec] = build_specs(
             economy, network_for_cut or _empty(economy.n_agents), self.partition.ranges, rule,
-            inv_scale, self.signal == "tracking", group,
+            inv_scale, self.signal == "tracking", group, program,
         )  # fmt: skip
         self.bytes_per_round = 8 * sum(
             rows.size * spec.message_floats_per_row
@@ -177,6 +204,11 @@ class ShardEngine:
                             threads) -> None:  # fmt: skip
         if scenario is None or scenario.builder != "shards":
             raise ValueError("ShardEngine: pass an economy, or a builder='shards' scenario")
+        if rule.engine is not None:
+            raise ValueError(
+                f'builder "shards": rule {rule.name!r} runs its own dynamics ({rule.engine!r}), '
+                'whose round the driver builds from the economy; use builder = "driver"'
+            )
         self.economy, self.network, self.rule = None, None, rule
         self.scenario = scenario
         self.central = scenario.network.kind == "central"
@@ -210,6 +242,8 @@ class ShardEngine:
         self._batch = 1
         self.on_checkpoint = None  # callback(folder: Path) for the driver's own state
         self.round = 0
+        #: the shards' class and message exchanges per round (a composite rule: its round's)
+        self._shard_cls, self._exchanges = Shard, 1
 
     def _central_setup(self) -> None:
         p = np.asarray(self._initial_prices, dtype=float)
@@ -273,7 +307,7 @@ class ShardEngine:
                 # numba's pool is sized by NUMBA_NUM_THREADS (default: the node's cores); a
                 # runtime_env costs seconds per actor, so it is set only where too small
                 opts = {"runtime_env": env} if env else {}
-                remote = ray.remote(num_cpus=t, max_restarts=0, **opts)(Shard)
+                remote = ray.remote(num_cpus=t, max_restarts=0, **opts)(self._shard_cls)
                 self._create_shards(remote.remote)
                 self.pids = ray.get([s.pid.remote() for s in self.shards])
                 self.worker_threads = ray.get([s.threads.remote() for s in self.shards])
@@ -286,7 +320,7 @@ class ShardEngine:
                     f"Ray workers run {self.worker_threads} numba threads, {t} asked for"
                 )
         else:
-            self._create_shards(Shard)
+            self._create_shards(self._shard_cls)
             self.pids = [os.getpid()] * len(self.shards)
             self.worker_threads = [self.shards[0].threads()] * len(self.shards)
         self._pending.clear()
@@ -480,7 +514,15 @@ class ShardEngine:
 
     def _submit_round(self) -> list:
         """Submit one driver-orchestrated round (messages as object refs from each shard's
-        last call to the next); returns every shard's partials (refs on Ray)."""
+        last call to the next), one call per shard and message exchange (two for
+        extragradient); returns every shard's partials of the round (refs on Ray)."""
+        for _ in range(self._exchanges):
+            partial_refs = self._submit_exchange()
+        return partial_refs
+
+    def _submit_exchange(self) -> list:
+        """Every shard's next call: the messages of the last call in, its phase, its
+        messages out; returns every shard's partials (None before a round's last phase)."""
         new, partial_refs = {}, []
         for k, (shard, (sources, dests)) in enumerate(zip(self.shards, self._routes, strict=True)):
             incoming = [self._messages[(s, k)] for s in sources]
@@ -521,7 +563,9 @@ class ShardEngine:
             for i, p in enumerate(parts)
         ]
         if snapshot:
-            stop = next((i for i, m in enumerate(metrics) if stop_verdict(m, tol) is not None), None)
+            stop = next(
+                (i for i, m in enumerate(metrics) if stop_verdict(m, tol) is not None), None
+            )
             if stop is not None and stop < n_rounds - 1:
                 self._get([s.rollback.remote() for s in self.shards])
                 if not self.peer:  # the rows the snapshot's round sent, sent again from it

@@ -4,12 +4,17 @@ Engines by ``workers``: ``0`` — the fused kernel in this process (``MarketMode
 engine; every Mesa agent a view onto the arrays); ``1`` — one in-process shard
 (checkpoints and ``--resume`` work), or one Ray worker when a cluster is named (``address``)
 or ``ray=True``; ``K >= 2`` — K Ray actors on a local Ray or a cluster, each running the
-fused kernel on ``threads`` numba threads and reserving as many CPUs. All give
-bit-identical results for the same seed, whatever the worker and thread counts.
+fused kernel on ``threads`` numba threads and reserving as many CPUs. A rule with its own
+dynamics (extragradient, Newton, proportional response) runs its round
+(:mod:`tatonnet.environment.tatonnement.rows`) on the same engines
+(:mod:`tatonnet.distributed.composite_shard`), on a graph; under ``central`` in this
+process only. All give bit-identical results for the same seed, whatever the worker and
+thread counts.
 
 ``workers="auto"`` (the command line's default) is decided by :func:`resolve_options`:
 
-* a rule with its own dynamics runs in this process;
+* a rule with its own dynamics (extragradient, Newton, proportional response) under
+  ``central`` runs in this process; on a graph it is chosen like any other rule;
 * a cluster address (``address`` or ``RAY_ADDRESS``): one worker per node of the cluster,
   each with the node's CPUs (the smallest node's, so every worker fits);
 * otherwise this process: on one machine the in-process kernel is the fastest engine.
@@ -130,21 +135,18 @@ class RunOptions:
             raise RunConfigError("--checkpoint-every needs --workers 1 or more (sharded engine)")
         if self.kill_worker_at_round is not None and not self.use_ray:
             raise RunConfigError("--kill-worker-at-round needs Ray workers (--workers 2 or more)")
-        engine = scenario.dynamics.make_rule().engine
-        if engine is not None and self.workers >= 1:
-            raise RunConfigError(
-                f"rule {scenario.dynamics.rule!r} runs its own dynamics ({engine!r}) in this "
-                f"process only: use --workers 0 (or leave --workers out), not {self.workers}"
-            )
-        if self.address and (self.workers < 1 or engine is not None):
+        if self.workers >= 1:
+            _check_composite(self, scenario)
+        if self.address and self.workers < 1:
+            d = scenario.dynamics
             how = (
-                f"rule {scenario.dynamics.rule!r} runs its own dynamics in this process"
-                if engine is not None
+                f"rule {d.rule!r} under central runs its own dynamics in this process"
+                if d.make_rule().engine is not None and scenario.network.kind == "central"
                 else f"--workers {self.workers} runs in this process"
             )
             raise RunConfigError(
                 f"--address {self.address}: {how}, so no Ray cluster would be joined; use "
-                "--workers 1 or more with a fused-kernel rule, or leave out --address"
+                "--workers 1 or more (on a graph), or leave out --address"
             )
         if self.workers >= 1:
             try:
@@ -156,6 +158,30 @@ class RunOptions:
         on_cluster = self.address or os.environ.get("RAY_ADDRESS")
         if not (scenario.builder == "shards" and self.use_ray and on_cluster):
             scenario.check_memory()
+
+
+def _check_composite(options: RunOptions, scenario: Scenario) -> None:
+    """Refuse what a rule with its own dynamics (extragradient, Newton, proportional
+    response) cannot do on the sharded engine: its central version runs in this process
+    only, its messages go through the driver, and the driver builds its round."""
+    rule, engine = scenario.dynamics.rule, scenario.dynamics.make_rule().engine
+    if engine is None:
+        return
+    if scenario.network.kind == "central":
+        raise RunConfigError(
+            f"rule {rule!r} under central runs its own dynamics ({engine!r}) in this process "
+            f"only: use --workers 0 (or leave --workers out), not {options.workers}"
+        )
+    if options.exchange == "peer" and options.use_ray and options.workers >= 2:
+        raise RunConfigError(
+            f"--exchange peer runs the fused kernel; rule {rule!r} ({engine!r} dynamics) "
+            "exchanges its messages through the driver: use --exchange driver"
+        )
+    if scenario.builder == "shards":
+        raise RunConfigError(
+            f'builder "shards": rule {rule!r} runs its own dynamics ({engine!r}), whose '
+            'round the driver builds from the economy; use builder = "driver"'
+        )
 
 
 @dataclasses.dataclass
@@ -189,9 +215,10 @@ def resolve_options(options: RunOptions, scenario: Scenario, connect: bool = Tru
     n = f"{scenario.n_agents:,} agents"
     workers, threads, ray, reason = options.workers, options.threads, options.ray, options.reason
     if workers == "auto":
-        if own_engine is not None:
+        if own_engine is not None and scenario.network.kind == "central":
             workers, ray = 0, False
-            reason = f"--workers auto: rule {scenario.dynamics.rule} runs its own dynamics"
+            reason = (f"--workers auto: rule {scenario.dynamics.rule} under central runs its "
+                      "own dynamics")  # fmt: skip
         elif address:
             nodes = [1]
             if connect:
@@ -400,7 +427,7 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
     part = engine.partition if engine is not None else None
     traffic = messages_per_round(model.dynamics.rule, model.network, model.economy.n_goods)
     if model.dynamics.rule.engine is not None:
-        where = f"in-process ({model.dynamics.rule.engine} dynamics: no sharded engine)"
+        where = f"{where} ({model.dynamics.rule.engine} dynamics)"
     threads = None if engine is None else engine.worker_threads
     summary = {
         "scenario": scenario.name,

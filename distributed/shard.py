@@ -55,6 +55,7 @@ from tatonnet.environment.tatonnement.dynamics import (
     reduce_partials,
     state_partials,
 )
+from tatonnet.environment.tatonnement.rows import RowRound
 from tatonnet.environment.tatonnement.status import stop_verdict
 from tatonnet.results import checkpoints
 
@@ -66,7 +67,10 @@ class ShardSpec:
     indptr (o+1,), indices (nnz,) local source rows, mixing (nnz,) — own CSR rows;
     ghost_ids (h,) global ids of the ghost rows; recv {src shard: (m,) ghost positions, in
     the order the sender sends}; send {dst shard: (m,) own local rows to send};
-    endowments, shares (o, g), family, sigma (o,), inv_scale (o, g), group (o,).
+    endowments, shares (o, g), family, sigma (o,), inv_scale (o, g), group (o,);
+    program: the composite rule's round
+    (:class:`~tatonnet.environment.tatonnement.rows.RowRound`, run by
+    :class:`~tatonnet.distributed.composite_shard.CompositeShard`), None for the fused kernel.
     """
 
     shard_id: int
@@ -88,6 +92,7 @@ class ShardSpec:
     tracking: bool
     numeraire: int
     goods: tuple[str, ...]
+    program: RowRound | None = None
 
     @property
     def n_own(self) -> int:
@@ -95,7 +100,10 @@ class ShardSpec:
 
     @property
     def message_floats_per_row(self) -> int:
-        return 2 * self.endowments.shape[1]
+        """float64 values a boundary row sends per round (every exchange)."""
+        if self.program is None:
+            return 2 * self.endowments.shape[1]
+        return sum(self.program.message_floats(p) for p in range(len(self.program.exchanges)))
 
 
 def build_specs(
@@ -106,8 +114,10 @@ def build_specs(
     inv_scale: np.ndarray,
     tracking: bool,
     group: np.ndarray,
+    program: RowRound | None = None,
 ) -> list[ShardSpec]:
-    """Cut the global arrays into one :class:`ShardSpec` per id range."""
+    """Cut the global arrays into one :class:`ShardSpec` per id range (``program``: a
+    composite rule's round, for every shard)."""
     starts = np.array([r[0] for r in ranges])
     ghosts_of, specs = [], []
     for start, stop in ranges:
@@ -147,7 +157,7 @@ def build_specs(
                 inv_scale=np.ascontiguousarray(inv_scale[start:stop]),
                 group=np.ascontiguousarray(group[start:stop]),
                 rule=rule, tracking=tracking, numeraire=economy.numeraire,
-                goods=tuple(economy.goods),
+                goods=tuple(economy.goods), program=program,
             )
         )  # fmt: skip
     return specs
@@ -221,7 +231,9 @@ class Shard:
         if spec is not None:
             self._setup(spec, initial_prices)
 
-    def _setup(self, spec: ShardSpec, initial_prices: np.ndarray) -> None:
+    def _adopt(self, spec: ShardSpec) -> ShardSpec:
+        """Take ``spec`` as this shard's static data (set-up shared by every kind of shard):
+        writable arrays, the ghost slices each neighbour writes, the timers."""
         self._snapshot = self._snapshot_arrays = None
         # arrays that arrive through Ray's object store are read-only views; the compiled
         # kernel's signature takes writable arrays, so own a copy of those
@@ -234,28 +246,11 @@ class Shard:
                 and not getattr(spec, f.name).flags.writeable
             },
         )
-        self.spec = spec
-        s = spec
-        g = s.endowments.shape[1]
-        rows = s.n_own + s.ghost_ids.size
+        self.spec = s = spec
         self._log = s.rule.space == "log"
         self._arrays = (s.endowments, s.shares, s.family, s.sigma)
-        self._src = [np.zeros((rows, g)) for _ in range(3)]  # coords, tracker, excess
-        self._dst = [np.zeros((rows, g)) for _ in range(3)]
-        self.buffers = s.rule.init_buffers(np.arange(s.start, s.start + s.n_own), g)
-        self._params = s.rule.params()
-        self._transform = s.rule.signal_transform
-        self.round = 0
-        prices = np.broadcast_to(np.asarray(initial_prices, dtype=float), (s.n_own, g))
-        prices = prices / prices[:, [s.numeraire]]
-        coords, tracker, excess = (a[: s.n_own] for a in self._src)
-        coords[:] = coords_from_prices(prices, s.rule.space)
-        kernel.excess_demand_rows(coords, self._log, *self._arrays, excess)
-        tracker[:] = excess
         self.n_blocks = kernel.n_blocks(s.stop) - s.start // kernel.BLOCK
-        self._all_blocks = np.arange(self.n_blocks, dtype=np.int64)
-        self._boundary = _boundary_blocks(s)
-        self._interior = np.setdiff1d(self._all_blocks, self._boundary)
+        self.round = 0
         # ghost rows of one sender are one contiguous run (ghosts are sorted by global id,
         # shards are contiguous id ranges): receive copies slices, not fancy-indexed rows
         self._recv_slices = {}
@@ -264,12 +259,32 @@ class Shard:
             if hi - lo != positions.size:  # pragma: no cover - guaranteed by build_specs
                 raise ValueError(f"shard {s.shard_id}: ghosts of shard {src} are not contiguous")
             self._recv_slices[src] = slice(s.n_own + lo, s.n_own + hi)
+        self.seconds = {"receive": 0.0, "kernel": 0.0, "outgoing": 0.0}
+        return s
+
+    def _setup(self, spec: ShardSpec, initial_prices: np.ndarray) -> None:
+        s = self._adopt(spec)
+        g = s.endowments.shape[1]
+        rows = s.n_own + s.ghost_ids.size
+        self._src = [np.zeros((rows, g)) for _ in range(3)]  # coords, tracker, excess
+        self._dst = [np.zeros((rows, g)) for _ in range(3)]
+        self.buffers = s.rule.init_buffers(np.arange(s.start, s.start + s.n_own), g)
+        self._params = s.rule.params()
+        self._transform = s.rule.signal_transform
+        prices = np.broadcast_to(np.asarray(initial_prices, dtype=float), (s.n_own, g))
+        prices = prices / prices[:, [s.numeraire]]
+        coords, tracker, excess = (a[: s.n_own] for a in self._src)
+        coords[:] = coords_from_prices(prices, s.rule.space)
+        kernel.excess_demand_rows(coords, self._log, *self._arrays, excess)
+        tracker[:] = excess
+        self._all_blocks = np.arange(self.n_blocks, dtype=np.int64)
+        self._boundary = _boundary_blocks(s)
+        self._interior = np.setdiff1d(self._all_blocks, self._boundary)
         # two buffers per destination, used in turn: an in-process neighbour reads this
         # round's message during the next round, while this shard writes the other one
         self._out = {d: [np.empty((rows.size, 2 * g)) for _ in range(2)]
                      for d, rows in s.send.items()}  # fmt: skip
         self._out_turn = 0
-        self.seconds = {"receive": 0.0, "kernel": 0.0, "outgoing": 0.0}
 
     # ---- building its own rows (scenario builder "shards") --------------------------------
     @_own_threads
@@ -464,8 +479,16 @@ class Shard:
         """Per-block partials of the current own state (for round-0 metrics)."""
         o = self.spec.n_own
         return state_partials(
-            self._src[0][:o], self._src[2][:o], self.spec.rule.space, self.spec.start
+            self._coords()[:o], self._excess()[:o], self.spec.rule.space, self.spec.start
         )
+
+    def _coords(self) -> np.ndarray:
+        """The coordinates (own rows first, then ghosts)."""
+        return self._src[0]
+
+    def _excess(self) -> np.ndarray:
+        """The excess demand at own coordinates (own rows first)."""
+        return self._src[2]
 
     # ---- central auctioneer --------------------------------------------------------------
     @_own_threads
@@ -478,7 +501,7 @@ class Shard:
     # ---- inspection, checkpoints, results ------------------------------------------------
     def prices(self) -> np.ndarray:
         """Own agents' prices (o, g)."""
-        return prices_from_coords(self._src[0][: self.spec.n_own], self.spec.rule.space)
+        return prices_from_coords(self._coords()[: self.spec.n_own], self.spec.rule.space)
 
     def state(self) -> dict[str, np.ndarray]:
         o = self.spec.n_own
@@ -509,7 +532,7 @@ class Shard:
 
     def row_prices(self, local: int) -> np.ndarray:
         """Prices of own agent ``local`` (g,)."""
-        return prices_from_coords(self._src[0][local], self.spec.rule.space)
+        return prices_from_coords(self._coords()[local], self.spec.rule.space)
 
     #: Rows per piece of a written table (a row group): the writers' memory is bounded by
     #: a piece, not the shard (at 10^7 agents a whole-shard table peaked at 1.8 GiB a worker).
@@ -530,8 +553,8 @@ class Shard:
         def piece(lo: int, hi: int):
             e = s.endowments[lo:hi]
             if central_prices is None:
-                prices = prices_from_coords(self._src[0][lo:hi], s.rule.space)
-                excess = self._src[2][lo:hi]
+                prices = prices_from_coords(self._coords()[lo:hi], s.rule.space)
+                excess = self._excess()[lo:hi]
             else:
                 prices = np.ascontiguousarray(np.broadcast_to(central_prices, e.shape))
                 excess = np.empty_like(prices)

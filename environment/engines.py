@@ -9,6 +9,10 @@
   :mod:`tatonnet.environment.tatonnement.composite`, proportional response in
   :mod:`tatonnet.environment.fisher`).
 
+On a graph a composite dynamics also carries its round (``row_round``, a
+:class:`~tatonnet.environment.tatonnement.rows.RowRound`), which the sharded engine hands
+to its shards: the same object, the same bits, at any worker count.
+
 The registry sits above the worlds it dispatches to, so none of them imports it.
 """
 

@@ -39,6 +39,7 @@ from tatonnet.agents.utility import Family
 from tatonnet.environment.economy import Economy, EconomyError
 from tatonnet.environment.network import Network
 from tatonnet.environment.tatonnement.dynamics import MarketState, RoundMetrics
+from tatonnet.environment.tatonnement.rows import RowRound, RowRoundDynamics, Rows
 
 #: Smallest price a network agent's estimate may take (money units): tracking estimates can
 #: be zero or negative before consensus has spread the bids.
@@ -47,6 +48,21 @@ ESTIMATE_FLOOR = 1e-6
 
 def _family_sigma(code: int) -> float:
     return {Family.LINEAR: math.inf, Family.COBB_DOUGLAS: 1.0, Family.LEONTIEF: 0.0}[code]
+
+
+def fisher_sigma(family: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Each buyer's elasticity (n,): inf linear, 1 Cobb–Douglas, 0 Leontief, CES its own."""
+    for code in (Family.LINEAR, Family.COBB_DOUGLAS, Family.LEONTIEF):
+        sigma = np.where(family == code, _family_sigma(code), sigma)
+    return sigma
+
+
+def buyer_rows(endowments: np.ndarray, shares: np.ndarray, numeraire: int) -> np.ndarray:
+    """Which rows of an exchange economy are Fisher buyers (n,) bool: they own money (the
+    numeraire) only and value goods only (see :meth:`FisherMarket.from_economy`)."""
+    e, a, c = endowments, shares, numeraire
+    goods = np.arange(e.shape[1]) != c
+    return (e[:, c] > 0) & (e[:, goods] == 0).all(axis=1) & (a[:, c] == 0)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -109,8 +125,7 @@ class FisherMarket:
         ces = fam == Family.CES
         if not (np.isfinite(sig[ces]).all() and (sig[ces] > 0).all()):
             raise EconomyError("fisher: a CES elasticity sigma must be positive and finite")
-        for code in (Family.LINEAR, Family.COBB_DOUGLAS, Family.LEONTIEF):
-            sig = np.where(fam == code, _family_sigma(code), sig)
+        sig = fisher_sigma(fam, sig)
         goods = tuple(self.goods) or tuple(f"good{j + 1}" for j in range(m))
         if len(goods) != m:
             raise EconomyError(f"fisher: {len(goods)} names for {m} goods")
@@ -163,7 +178,7 @@ class FisherMarket:
         """
         e, a, c = economy.endowments, economy.shares, economy.numeraire
         goods = np.arange(economy.n_goods) != c
-        buyer = (e[:, c] > 0) & (e[:, goods] == 0).all(axis=1) & (a[:, c] == 0)
+        buyer = buyer_rows(e, a, c)
         seller = (e[:, c] == 0) & (a[:, goods] == 0).all(axis=1)
         odd = ~(buyer | seller)
         if odd.any() or not buyer.any():
@@ -368,7 +383,14 @@ def respond(bids: np.ndarray, prices: np.ndarray, market: FisherMarket) -> np.nd
       who use the best response for ``rho < 0``): ``w_ij = a_ij p_ij^(1 - sigma)`` — the
       buyer's demand-spending at the prices (Leontief: ``a_ij p_ij``).
     """
-    a, sig = market.valuations, market.sigma[:, None]
+    return respond_rows(bids, prices, market.valuations, market.sigma, market.budgets)
+
+
+def respond_rows(bids: np.ndarray, prices: np.ndarray, valuations: np.ndarray,
+                 sigma: np.ndarray, budgets: np.ndarray) -> np.ndarray:  # fmt: skip
+    """:func:`respond` for buyers given by rows: bids, prices, valuations (n, m), elasticities
+    (:func:`fisher_sigma`) and budgets (n,). Each row's result depends on that row alone."""
+    a, sig = valuations, sigma[:, None]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         x = bids / prices
         subst = np.where(np.isinf(sig), a * x, a ** (1.0 / sig) * x ** ((sig - 1.0) / sig))
@@ -377,7 +399,7 @@ def respond(bids: np.ndarray, prices: np.ndarray, market: FisherMarket) -> np.nd
         w = np.where(a > 0, w, 0.0)
     total = w.sum(axis=1, keepdims=True)
     ok = (total > 0) & np.isfinite(total)
-    return np.where(ok, market.budgets[:, None] * w / np.where(ok, total, 1.0), bids)
+    return np.where(ok, budgets[:, None] * w / np.where(ok, total, 1.0), bids)
 
 
 def _fisher_of(economy: Economy, rule) -> tuple[FisherMarket, np.ndarray]:
@@ -485,7 +507,93 @@ class CentralProportionalResponse(_ProportionalResponse):
         return new, metrics
 
 
-class NetworkProportionalResponse(_ProportionalResponse):
+class ProportionalResponseRound(RowRound):
+    """The decentralized proportional-response round on a set of rows (one exchange).
+
+    Exchange: neighbours' tracked average bids ``y`` (the goods' columns of ``tracker``);
+    then every agent ``k`` (a seller bids 0)::
+
+        b_k  <- (1 - eta) b_k + eta r_k            # r_k: its response at its estimates
+        y_k  <- sum_l W_kl y_l + b_k(new) - b_k(old)
+        phat_k = max(N y_k / s, ESTIMATE_FLOOR);  r_k = respond(b_k, phat_k)
+
+    ``N`` (the number of agents) and the supplies ``s`` are the market's, common knowledge
+    (constants of the round). See :class:`NetworkProportionalResponse` for the state.
+    """
+
+    def __init__(self, rule, numeraire: int, n_goods: int, supplies: np.ndarray, n_agents: int):
+        super().__init__(rule, "tracking", numeraire, n_goods)
+        self.money = numeraire
+        self.goods = np.flatnonzero(np.arange(n_goods) != numeraire)
+        self.supplies = np.asarray(supplies, dtype=float)
+        self.n_agents = int(n_agents)
+        self.damping = float(rule.step_size)
+        self.exchanges = (("tracker",),)
+
+    def columns(self, name: str) -> np.ndarray | None:
+        return self.goods  # the tracker's money column is always 0: it does not travel
+
+    def prepare(self, rows: Rows) -> Rows:
+        """The buyers among the rows, their budgets, valuations and elasticities, and the
+        goods each seller owns (zero on buyer rows)."""
+        e, a, family, sigma = rows.arrays
+        is_buyer = buyer_rows(e, a, self.money)
+        buyers = np.flatnonzero(is_buyer)
+        seller_goods = e[:, self.goods]
+        seller_goods[buyers] = 0.0
+        extra = {
+            "is_buyer": is_buyer,
+            "buyers": buyers,
+            "budgets": e[buyers, self.money],
+            "valuations": a[buyers][:, self.goods],
+            "sigma": fisher_sigma(family[buyers], sigma[buyers].astype(float)),
+            "seller_goods": seller_goods,
+        }
+        return dataclasses.replace(rows, extra=extra)
+
+    def _full(self, goods_part: np.ndarray, money: float | np.ndarray = 0.0) -> np.ndarray:
+        out = np.empty(goods_part.shape[:-1] + (self.n_goods,))
+        out[..., self.goods] = goods_part
+        out[..., self.money] = money
+        return out
+
+    def _state(self, rows: Rows, b: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """The state fields from bids ``b`` (o, m) and trackers ``y`` (o, m)."""
+        x = rows.extra
+        buyers = x["buyers"]
+        phat = np.maximum(self.n_agents * y / self.supplies, ESTIMATE_FLOOR)
+        r = np.zeros_like(b)
+        r[buyers] = respond_rows(b[buyers], phat[buyers], x["valuations"], x["sigma"],
+                                 x["budgets"])  # fmt: skip
+        buffers = np.stack([self._full(b), self._full(r)], axis=1)
+        excess = self._full(r / phat, 0.0)
+        excess[buyers, self.money] = -x["budgets"]
+        income = (phat * x["seller_goods"]).sum(axis=1)
+        sellers = ~x["is_buyer"]
+        excess[sellers, self.money] = income[sellers]
+        excess[:, self.goods] -= x["seller_goods"]
+        return {"coords": np.log(self._full(phat, 1.0)), "tracker": self._full(y),
+                "excess": excess, "buffers": buffers}  # fmt: skip
+
+    def init(self, rows: Rows, prices: np.ndarray) -> dict[str, np.ndarray]:
+        """Bids ``b_ij = B_i a_ij p_ij / sum_k a_ik p_k`` at the buyers' initial prices;
+        ``y = b``."""
+        x = rows.extra
+        b = np.zeros((rows.n_own, self.goods.size))
+        w = x["valuations"] * prices[x["buyers"]][:, self.goods]
+        b[x["buyers"]] = x["budgets"][:, None] * w / w.sum(axis=1, keepdims=True)
+        return self._state(rows, b, b.copy())
+
+    def phase(self, p: int, rows: Rows, f: dict, round_: int) -> dict[str, np.ndarray]:
+        b = f["buffers"][:, 0][:, self.goods]
+        r = f["buffers"][:, 1][:, self.goods]
+        y = f["tracker"][:, self.goods]  # the source rows: own, then the neighbours'
+        b_new = (1.0 - self.damping) * b + self.damping * r
+        y_new = rows.mixing @ y + b_new - b
+        return self._state(rows, b_new, y_new)
+
+
+class NetworkProportionalResponse(RowRoundDynamics):
     """Decentralized proportional response: prices estimated by gradient tracking of bids.
 
     Parameters
@@ -509,62 +617,28 @@ class NetworkProportionalResponse(_ProportionalResponse):
     every round, so at consensus every estimate is the true price; a fixed point
     (consensus, ``b = respond(b, p)``) is the Fisher equilibrium. ``N`` (the number of
     agents) and the supplies ``s`` are common knowledge. Per round each agent sends its m
-    tracked values to each neighbour (``message_floats = g - 1``).
+    tracked values to each neighbour (``message_floats = g - 1``). The round is
+    :class:`ProportionalResponseRound`, which the sharded engine runs on its shards too.
 
     State: ``coords`` (N, g) log price estimates (money 0); ``tracker`` (N, g) ``y``
     (money column 0); ``buffers`` (N, 2, g) bids and the response at the agent's own
     estimates; ``excess`` (N, g) each agent's excess demand at its own estimates (buyers
     demand ``r_k / phat_k``, sellers their income ``phat_k . e_k`` in money), as in
-    :class:`CentralProportionalResponse`.
+    :class:`CentralProportionalResponse`. Metrics are reduced from per-block partial sums,
+    as for every network dynamics.
     """
 
     def __init__(self, economy: Economy, network: Network, rule, signal: str = "tracking"):
         if network.n_agents != economy.n_agents:
             raise ValueError(f"network has {network.n_agents} agents, economy {economy.n_agents}")
-        super().__init__(economy, network, rule, signal)
-        self.signal = "tracking"
-        n = economy.n_agents
-        self.W = scipy.sparse.csr_array((network.mixing, network.indices, network.indptr), (n, n))
-        e = economy.endowments
-        self.seller_goods = e[:, self.goods]  # (N, m), zero on buyer rows
-        self.seller_goods[self.buyers] = 0.0
+        self.market, self.is_buyer = _fisher_of(economy, rule)
+        self.buyers = np.flatnonzero(self.is_buyer)
+        self.money = economy.numeraire
+        self.goods = np.flatnonzero(np.arange(economy.n_goods) != self.money)
+        self.damping = float(rule.step_size)
+        super().__init__(economy, network, rule, "tracking")
 
-    def _estimates(self, y: np.ndarray) -> np.ndarray:
-        return np.maximum(self.economy.n_agents * y / self.market.supplies, ESTIMATE_FLOOR)
-
-    def _state(self, b: np.ndarray, y: np.ndarray, round_: int) -> MarketState:
-        """State from bids ``b`` (N, m) and trackers ``y`` (N, m)."""
-        phat = self._estimates(y)
-        r = np.zeros_like(b)
-        r[self.buyers] = respond(b[self.buyers], phat[self.buyers], self.market)
-        buffers = np.stack([self._full(b), self._full(r)], axis=1)
-        excess = self._full(r / phat, 0.0)
-        excess[self.buyers, self.money] = -self.market.budgets
-        income = (phat * self.seller_goods).sum(axis=1)
-        sellers = ~self.is_buyer
-        excess[sellers, self.money] = income[sellers]
-        excess[:, self.goods] -= self.seller_goods
-        return MarketState(np.log(self._full(phat, 1.0)), self._full(y), excess, buffers, round_)
-
-    def init_state(self, prices: np.ndarray) -> MarketState:
-        n, g = self.economy.n_agents, self.economy.n_goods
-        prices = np.broadcast_to(np.asarray(prices, dtype=float), (n, g))
-        prices = prices / prices[:, [self.money]]
-        b = np.zeros((n, self.goods.size))
-        b[self.buyers] = self._initial_bids(prices[self.buyers][:, self.goods])
-        return self._state(b, b.copy(), 0)
-
-    def step(self, state: MarketState, spare=None):
-        """One synchronous round; returns ``(new_state, metrics)``."""
-        b = state.buffers[:, 0][:, self.goods]
-        r = state.buffers[:, 1][:, self.goods]
-        y = state.tracker[:, self.goods]
-        b_new = (1.0 - self.damping) * b + self.damping * r
-        y_new = self.W @ y + b_new - b
-        new = self._state(b_new, y_new, state.round + 1)
-        logp = new.coords
-        metrics = RoundMetrics(
-            new.round, new.excess.sum(axis=0) / self.supply, np.exp(logp).mean(axis=0),
-            logp.min(axis=0), logp.max(axis=0),
-        )  # fmt: skip
-        return new, metrics
+    def make_round(self) -> ProportionalResponseRound:
+        e = self.economy
+        return ProportionalResponseRound(self.rule, e.numeraire, e.n_goods, self.market.supplies,
+                                         e.n_agents)  # fmt: skip

@@ -58,7 +58,7 @@ CELLS = "cells"
 #: The files every finished study writes (the figures are named per scenario).
 TABLES = ("verdicts.csv", "verdicts.md", "headline.md", "cells.parquet", "timing.csv",
           "run.json", "summary.json")  # fmt: skip
-_FIGURE = re.compile(r"(convergence|simplex)-[^/]+\.png")
+_FIGURE = re.compile(r"(convergence|simplex|verdicts)-[^/]+\.(png|pdf|svg)")
 _STAGING = re.compile(r"\.publish-[0-9a-f]{32}\.partial")
 
 

@@ -7,7 +7,8 @@ canonical JSON of :func:`cell_config`, everything that determines the cell's res
   package version (a new release never reuses an older one's cells);
 * the :class:`~tatonnet.studies.grid.Cell` fields ``scenario`` (the name or path as the
   study file gives it), ``graph``, ``agents``, ``market``, ``rule``, ``step_size``,
-  ``hyperparameters``, ``seed``, ``rounds``, ``tol``, ``signal``;
+  ``hyperparameters``, ``seed``, ``rounds``, ``tol``, ``signal``, and for a tuned cell
+  ``tune`` (the tuner's trials, batch, seed, pruning; :class:`~tatonnet.studies.grid.Tune`);
 * ``scenario_content``: the scenario as the cell runs it, resolved (the file's content
   after the cell's agents / graph / seed overrides, every default filled in; its
   ``source`` left out), so an edited scenario file changes the key; with
@@ -96,8 +97,12 @@ def cell_config(cell: Cell, scenarios: _Scenarios | None = None) -> dict:
     fields = dataclasses.asdict(cell)
     for label in ("id", "sweep"):
         del fields[label]
+    if not cell.tune:  # an untuned cell's key is what it was before tuning existed
+        del fields["tune"]
+    else:
+        fields["tune"] = [list(kv) for kv in cell.tune]
     fields["hyperparameters"] = [list(kv) for kv in cell.hyperparameters]
-    rule = make_rule(cell.rule, **grid.rule_hyperparameters(cell, sc))
+    rule = make_rule(cell.rule, **grid.split_hyperparameters(grid.rule_hyperparameters(cell, sc))[0])
     return {
         "format": CELL_FORMAT,
         "tatonnet": _version(),
@@ -175,7 +180,18 @@ def run_study_cells(cells: list[Cell], plan_: CachePlan, store: CellStore, worke
         key = key_by_id[cell.id]
         store.put(key, result["row"], result["trajectory"], plan_.configs[key])
 
-    grid.run_cells(plan_.to_run, workers, address, progress, sink=sink, done=plan_.reused)
+    grid.run_cells(plan_.to_run, workers, address, progress, sink=sink, done=plan_.reused,
+                   run=run_any_cell)  # fmt: skip
+
+
+def run_any_cell(cell: Cell) -> dict:
+    """One cell of a study: tuned (:func:`tatonnet.studies.tune.run_tuned_cell_safely`) when
+    its sweep has a ``tune`` table, else at its step size (:func:`grid.run_cell_safely`)."""
+    if cell.tune:
+        from tatonnet.studies import tune
+
+        return tune.run_tuned_cell_safely(cell)
+    return grid.run_cell_safely(cell)
 
 
 def stored_rows(cells: list[Cell], keys: list[str], store: CellStore) -> list[dict]:

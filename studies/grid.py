@@ -12,12 +12,18 @@ tables; each sweep is the product of its lists::
     seeds = [0]
     graph = "central"                 # a network kind, "central", or "scenario" (its own)
     agents = 300                      # optional: rescale the scenario
-    markets = ["flat"]                # "flat" and/or "layered" (intermediary layer)
+    markets = ["flat"]                # "flat", "layered", "layered-books" (merchant layer)
     rounds = 2000
     tol = 1e-8
 
 Without ``step_sizes`` (or for a rule a per-rule table leaves out) a cell runs at the
 scenario's own step size when the scenario names that rule, else at the rule's default.
+
+A sweep with a ``[sweep.tune]`` table (:class:`Tune`: ``trials``, ``batch``, ``seed``,
+``prune``, ``reduction_factor``, ``report_every``) has no ``step_sizes``: each of its cells
+is tuned (:func:`tatonnet.studies.tune.run_tuned_cell`: the rule's step size and main
+hyperparameters searched, the ``hyperparameters`` table pinned) and its row is the best
+setting's run with the tuned verdict beside it.
 
 Every *cell* (one scenario, graph, market, rule, step size, seed) runs the dynamics
 directly (no per-run folder) for at most ``rounds`` rounds, stops when
@@ -31,8 +37,8 @@ Outputs (in ``--out``; each finished cell is first stored in its cell cache ``ce
 :mod:`tatonnet.studies.cache`, and the tables are assembled from the stored cells):
 ``verdicts.csv`` and ``verdicts.md`` (one row
 per cell and a summary pivot), ``cells.parquet`` (downsampled trajectories: ``cell``,
-``round``, ``excess_demand``, ``price_dispersion``, ``prices`` list), ``simplex-<scenario>.png``
-(3-good economies), ``convergence-<scenario>.png`` and ``timing.csv`` (wall seconds per
+``round``, ``excess_demand``, ``price_dispersion``, ``prices`` list), the figures
+(:mod:`tatonnet.studies.figures`, PNG, PDF and SVG) and ``timing.csv`` (wall seconds per
 cell; machine-dependent, so not in ``verdicts.csv``, which is identical on every run).
 A cell that raises is a row with status ``error`` and its reason, and the command exits 1.
 
@@ -56,9 +62,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tatonnet.environment import sizing
 from tatonnet.environment.scenario import check_name, find_toml, read_toml
+from tatonnet.studies import search_space
 
 STUDIES_DIR = Path(__file__).parent / "specs"
-MARKETS = ("flat", "layered")
+MARKETS = ("flat", "layered", "layered-books")
 #: Trajectory points kept per cell in ``cells.parquet`` and the figures.
 KEEP_POINTS = 400
 
@@ -78,6 +85,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Tune(_Strict):
+    """A sweep's tuner (:func:`tatonnet.studies.tune.tune_cell`): each cell searches its
+    rule's step size and main hyperparameters instead of running fixed step sizes."""
+
+    trials: int = Field(24, ge=1, le=10_000)
+    batch: int = Field(8, ge=1, le=10_000)
+    seed: int = Field(0, ge=0, le=sizing.MAX_SEED)
+    prune: bool = True
+    reduction_factor: int = Field(3, ge=2, le=100)
+    report_every: int | None = Field(None, ge=1)
+
+
 class Sweep(_Strict):
     """One block of the grid: the product of its lists."""
 
@@ -85,19 +104,27 @@ class Sweep(_Strict):
     scenarios: list[str] = Field(min_length=1)
     rules: list[str] = Field(min_length=1)
     step_sizes: list[PositiveFloat] | dict[str, list[PositiveFloat]] | None = None
-    hyperparameters: dict[str, dict[str, FiniteFloat]] = Field(default_factory=dict)
+    hyperparameters: dict[str, dict[str, FiniteFloat | str]] = Field(default_factory=dict)
     seeds: list[Annotated[int, Field(ge=0, le=sizing.MAX_SEED)]] = Field(
         default_factory=lambda: [0], min_length=1
     )
     graph: str = "central"
     agents: int | None = Field(None, gt=0, le=sizing.MAX_AGENTS)
-    markets: list[Literal["flat", "layered"]] = Field(default_factory=lambda: ["flat"])
+    markets: list[Literal["flat", "layered", "layered-books"]] = Field(
+        default_factory=lambda: ["flat"]
+    )
     signal: Literal["tracking", "local"] = "tracking"
     rounds: Rounds = 2000
     tol: PositiveFloat = 1e-8
+    tune: Tune | None = None
 
     @model_validator(mode="after")
     def _lists(self):
+        if self.tune is not None and self.step_sizes is not None:
+            raise ValueError(
+                "tune: a tuned sweep searches the step size; leave out step_sizes (pin other "
+                "hyperparameters under [sweep.hyperparameters])"
+            )
         if isinstance(self.step_sizes, list) and not self.step_sizes:
             raise ValueError("step_sizes: empty list")
         if isinstance(self.step_sizes, dict):
@@ -150,6 +177,8 @@ class Cell:
     rounds: int
     tol: float
     signal: str
+    #: the sweep's tuner settings, ``((name, value), ...)`` sorted; empty: not tuned
+    tune: tuple = ()
 
     @property
     def mode(self) -> str:
@@ -194,6 +223,7 @@ def expand(study: Study) -> list[Cell]:
     cells: list[Cell] = []
     for k, sw in enumerate(study.sweep):
         where = f"study {study.source}: sweep[{k}]{f' ({sw.name})' if sw.name else ''}"
+        tune = () if sw.tune is None else tuple(sorted(sw.tune.model_dump().items()))
         if sw.graph != "scenario" and sw.graph not in GENERATORS:
             raise StudyError(
                 f"{where}: graph {sw.graph!r} unknown; expected 'scenario' or one of "
@@ -202,6 +232,8 @@ def expand(study: Study) -> list[Cell]:
         for name in sw.rules:
             if name not in RULES:
                 raise StudyError(f"{where}: unknown rule {name!r}; known: {sorted(RULES)}")
+            if sw.tune is not None and name not in search_space.SEARCH_SPACES:
+                raise StudyError(f"{where}: tune: rule {name!r} has no search space")
         for name in sw.scenarios:
             try:
                 scenario = load_scenario(name).with_overrides(
@@ -222,8 +254,9 @@ def expand(study: Study) -> list[Cell]:
                     for step in sw.steps_for(rule):
                         try:
                             make_rule(
-                                rule, **hyper, **({} if step is None else {"step_size": step})
-                            )
+                                rule, **split_hyperparameters(hyper)[0],
+                                **({} if step is None else {"step_size": step}),
+                            )  # fmt: skip
                         except (RuleError, TypeError) as exc:
                             raise StudyError(f"{where}: {exc}") from None
                         for seed in sw.seeds:
@@ -231,7 +264,7 @@ def expand(study: Study) -> list[Cell]:
                                 Cell(
                                     len(cells), sw.name or f"sweep{k}", scenario, sw.graph,
                                     sw.agents, market, rule, step, tuple(sorted(hyper.items())),
-                                    seed, sw.rounds, sw.tol, sw.signal,
+                                    seed, sw.rounds, sw.tol, sw.signal, tune,
                                 )
                             )  # fmt: skip
     if not cells:
@@ -325,21 +358,63 @@ def _evidence_line(verdict) -> str:
     return ""
 
 
-def make_market(market: str, economy, network, rule, signal: str):
-    """The dynamics of one cell: the flat market (``make_dynamics``) or the layered one.
+#: The layered market's design behind each layered market name
+#: (:data:`tatonnet.environment.trade.layered.DESIGNS`).
+LAYERED_DESIGNS = {"layered": "kernel", "layered-books": "books"}
 
-    Returns ``(dynamics, None)`` or ``(None, reason)`` when the combination cannot run.
+#: Prefix of a market hyperparameter in a cell's or a trial's hyperparameters.
+MARKET_PREFIX = search_space.MARKET_PREFIX
+
+
+def split_hyperparameters(hyper: dict) -> tuple[dict, dict]:
+    """``(rule hyperparameters, market parameters)``: the ``market.``-prefixed keys of
+    ``hyper`` split off, without their prefix (``{"step_size": 0.1, "market.flow_gain":
+    0.5}`` -> ``({"step_size": 0.1}, {"flow_gain": 0.5})``)."""
+    rule, market = {}, {}
+    for key, value in hyper.items():
+        if key.startswith(MARKET_PREFIX):
+            market[key[len(MARKET_PREFIX) :]] = value
+        else:
+            rule[key] = value
+    return rule, market
+
+
+def make_market(market: str, economy, network, rule, signal: str, market_params=None):
+    """The dynamics of one cell: the flat market (``make_dynamics``) or a layered one.
+
+    ``market_params``: the market's parameters (names without the ``market.`` prefix,
+    :func:`split_hyperparameters`); a layered market takes those of
+    :data:`tatonnet.environment.trade.layered.DEFAULTS` but ``signal`` (the cell's), and
+    ``layered-books`` also ``merchant_rule``. Returns ``(dynamics, None)`` or ``(None,
+    reason)`` when the combination cannot run; raises StudyError for market parameters the
+    market does not take (any, for ``flat``).
     """
     from tatonnet.environment.engines import make_dynamics
 
-    if market == "layered":
+    params = dict(market_params or {})
+    if market in LAYERED_DESIGNS:
         try:
-            from tatonnet.environment.trade.layered import make_layered_dynamics
+            from tatonnet.environment.trade.layered import DEFAULTS, make_layered_dynamics
         except ModuleNotFoundError as exc:
             if exc.name != "tatonnet.environment.trade.layered":
                 raise
             return None, "not available: tatonnet.environment.trade.layered is not installed"
-        factory = make_layered_dynamics
+        known = set(DEFAULTS) - {"signal"}
+        if market == "layered-books":
+            known.add("merchant_rule")
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise StudyError(
+                f"market {market!r}: unknown market parameter {MARKET_PREFIX + unknown[0]!r}; "
+                f"expected one of {sorted(MARKET_PREFIX + k for k in known)}"
+            )
+        design = LAYERED_DESIGNS[market]
+        factory = functools.partial(make_layered_dynamics, design=design, **params)
+    elif params:
+        raise StudyError(
+            f"market {market!r} takes no market parameters, got "
+            f"{MARKET_PREFIX + sorted(params)[0]!r}"
+        )
     else:
         factory = functools.partial(make_dynamics, signal=signal)
     try:
@@ -405,7 +480,8 @@ def run_cell(cell: Cell) -> dict:
     t0 = time.perf_counter()
     sc, economy, network = _economy(cell.scenario, cell.agents, cell.graph, cell.seed)
     references, method = _equilibria(cell.scenario, cell.agents, cell.seed)
-    rule = make_rule(cell.rule, **rule_hyperparameters(cell, sc))
+    rule_hyper, market_hyper = split_hyperparameters(rule_hyperparameters(cell, sc))
+    rule = make_rule(cell.rule, **rule_hyper)
     row = {
         "cell": cell.id,
         "sweep": cell.sweep,
@@ -430,7 +506,7 @@ def run_cell(cell: Cell) -> dict:
     reason = _incompatible(cell.rule, sc)
     dyn = None
     if reason is None:
-        dyn, reason = make_market(cell.market, economy, network, rule, cell.signal)
+        dyn, reason = make_market(cell.market, economy, network, rule, cell.signal, market_hyper)
     if dyn is None:
         row.update(status="skipped", reason=reason, rounds=0)
         return {"row": _finish_row(row, None, references, method, None), "trajectory": None}
@@ -515,20 +591,25 @@ def run_cell_safely(cell: Cell) -> dict:
     try:
         return run_cell(cell)
     except Exception as exc:  # noqa: BLE001
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        row = {
-            "cell": cell.id, "sweep": cell.sweep, "scenario": cell.scenario, "mode": cell.mode,
-            "graph": cell.graph, "agents": cell.agents, "goods": None, "market": cell.market,
-            "rule": cell.rule, "step_size": cell.step_size, "seed": cell.seed,
-            "max_rounds": cell.rounds, "tol": cell.tol, "status": "error", "rounds": 0,
-            "reason": f"{type(exc).__name__}: {first}",
-        }  # fmt: skip
-        return {"row": _finish_row(row, None, [], "not computed", None), "trajectory": None}
+        return error_result(cell, exc)
+
+
+def error_result(cell: Cell, exc: Exception) -> dict:
+    """The result of a cell that raised ``exc``: a row with status ``error`` and the reason."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    row = {
+        "cell": cell.id, "sweep": cell.sweep, "scenario": cell.scenario, "mode": cell.mode,
+        "graph": cell.graph, "agents": cell.agents, "goods": None, "market": cell.market,
+        "rule": cell.rule, "step_size": cell.step_size, "seed": cell.seed,
+        "max_rounds": cell.rounds, "tol": cell.tol, "status": "error", "rounds": 0,
+        "reason": f"{type(exc).__name__}: {first}",
+    }  # fmt: skip
+    return {"row": _finish_row(row, None, [], "not computed", None), "trajectory": None}
 
 
 def run_cells(
     cells: list[Cell], workers: int, address: str | None, progress: bool, sink=None,
-    done: int = 0,
+    done: int = 0, run=None,
 ) -> list[dict] | None:
     """Run every cell, in this process (``workers == 0``) or as Ray tasks.
 
@@ -536,8 +617,11 @@ def run_cells(
     ``sink(cell, result)`` in this process the moment its cell finishes (in the order they
     finish), and is not kept; without a sink the results are returned in the order of
     ``cells``. ``done`` cells are already finished elsewhere (reused from a study folder's
-    cache): the progress bar counts them, out of ``done + len(cells)``.
+    cache): the progress bar counts them, out of ``done + len(cells)``. ``run`` runs one
+    cell (default :func:`run_cell_safely`; a study passes one that also tunes,
+    :func:`tatonnet.studies.cache.run_any_cell`).
     """
+    run = run or run_cell_safely
     from tqdm import tqdm
 
     bar = tqdm(
@@ -557,7 +641,7 @@ def run_cells(
     with bar:
         if workers == 0:
             for index, cell in enumerate(cells):
-                finished(index, run_cell_safely(cell))
+                finished(index, run(cell))
             return results
         import ray
 
@@ -566,7 +650,7 @@ def run_cells(
         cluster.connect(workers, address)
         # heavy cells first, so that the last ones to finish are short
         order = sorted(range(len(cells)), key=lambda i: -(cells[i].rounds * (cells[i].agents or 1000)))
-        remote = ray.remote(num_cpus=1, max_retries=2)(run_cell_safely)
+        remote = ray.remote(num_cpus=1, max_retries=2)(run)
         env = {"env_vars": {"NUMBA_NUM_THREADS": "1"}} if not address else None
         pending = {}
         for index in order:

@@ -1,5 +1,5 @@
-"""The study's report: the verdict table (CSV, Markdown, the README's headline tables),
-the downsampled trajectories (Parquet) and the figures (simplex paths, convergence curves).
+"""The study's report: the verdict table (CSV, Markdown, the README's headline tables)
+and the downsampled trajectories (Parquet); the figures are :mod:`tatonnet.studies.figures`.
 
 Every function reads rows / results as :func:`tatonnet.studies.grid.run_cells` makes them
 and ``tatonnet study`` reads them back from the study folder's cell store
@@ -23,6 +23,10 @@ COLUMNS = [
     "excess_demand", "price_dispersion", "prices", "equilibria", "reached", "nearest",
     "distance", "distances", "equilibrium_method", "period", "evidence",
     "exchanges_per_round", "messages_per_round", "messages", "floats", "reason",
+    # a tuned cell's (tatonnet.studies.tune.TUNED_COLUMNS); empty for a cell at fixed steps
+    "verdict", "trials", "converged_trials", "pruned_trials", "converged_step_min",
+    "converged_step_max", "searched", "best_status", "recheck_seed", "recheck_status",
+    "tuned_reason",
 ]  # fmt: skip
 
 
@@ -50,13 +54,17 @@ MD_COLUMNS = [
 
 
 def summary_pivot(rows: list[dict]) -> str:
-    """Markdown pivot: scenario x rule, one column per (mode, market) with status counts."""
-    columns = sorted({(r["mode"], r["market"]) for r in rows}, key=lambda c: (c[0] != "central", c))
+    """Markdown pivot: scenario x rule, one column per (mode, market, tuned or not) with
+    status counts (a tuned cell counts its best setting's status)."""
+    def column(r):
+        return r["mode"], r["market"], " tuned" if is_tuned(r) else ""
+
+    columns = sorted({column(r) for r in rows}, key=lambda c: (c[0] != "central", c))
     table: dict = {}
     for r in rows:
         key = (r["scenario"], r["rule"])
-        table.setdefault(key, {}).setdefault((r["mode"], r["market"]), []).append(r["status"])
-    head = ["scenario", "rule"] + [f"{m} {k}" for m, k in columns]
+        table.setdefault(key, {}).setdefault(column(r), []).append(r["status"])
+    head = ["scenario", "rule"] + [f"{m} {k}{t}" for m, k, t in columns]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (scenario, rule), by_col in sorted(table.items()):
         cells = []
@@ -82,12 +90,23 @@ def write_markdown(study, rows: list[dict], path: Path, footer: str = "") -> Non
         "Each entry counts cells (step sizes x seeds).\n\n"
     )
     buf.write("## Summary\n\n" + summary_pivot(rows) + "\n\n## Cells\n\n")
-    buf.write("| " + " | ".join(MD_COLUMNS) + " |\n|" + "---|" * len(MD_COLUMNS) + "\n")
+    columns = MD_COLUMNS + (TUNED_MD_COLUMNS if any(is_tuned(r) for r in rows) else [])
+    buf.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
     for r in rows:
-        buf.write("| " + " | ".join(_fmt(r.get(c)) for c in MD_COLUMNS) + " |\n")
+        buf.write("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |\n")
     if footer:
         buf.write(f"\n{footer}\n")
     path.write_text(buf.getvalue())
+
+
+#: The tuned columns ``verdicts.md`` shows (all of them are in ``verdicts.csv``).
+TUNED_MD_COLUMNS = ["verdict", "trials", "converged_trials", "pruned_trials",
+                    "converged_step_min", "converged_step_max", "recheck_status"]  # fmt: skip
+
+
+def is_tuned(row: dict) -> bool:
+    """Whether a row is a tuned cell's (it has a tuned ``verdict``)."""
+    return bool(row.get("verdict"))
 
 
 SHORT = {"diverged": "div", "cycling": "cyc", "max_rounds": "max", "stalled": "stall",
@@ -106,11 +125,91 @@ def _tally(statuses: list[str]) -> str:
     return text
 
 
+def _tuned_entry(r: dict) -> str:
+    """One tuned cell in a headline table (see :func:`tuned_tables`)."""
+    n, k = r.get("trials") or 0, r.get("converged_trials") or 0
+    verdict = r["verdict"]
+    if r["status"] == "error":
+        return "err"
+    if verdict == "skipped":
+        return "–"
+    if verdict == "fails":
+        return f"fails {k}/{n} · best {SHORT.get(r['best_status'], r['best_status'])}"
+    lo, hi = r.get("converged_step_min"), r.get("converged_step_max")
+    steps = f"η {lo:.2g}" + (f"–{hi:.2g}" if hi != lo else "")
+    if verdict == "unconfirmed":
+        return f"unconfirmed {k}/{n} · {steps} · re-check {SHORT.get(r['recheck_status'], r['recheck_status'])}"
+    return f"**{k}/{n}** · {steps} · {r['rounds_to_tol']} r"
+
+
+#: What a tuned table's entries mean (written once above the tables).
+TUNED_KEY = (
+    "Each cell tuned (Optuna TPE, successive halving; studies/tune.py). **k/N** = k of the "
+    "cell's N trials converged, η = the range of step sizes that converged, r = rounds to "
+    "tolerance at the best setting; fails 0/N = no trial of the budget converged over the "
+    "ranges in the last column, with the best trial's status (div = diverged, cyc = "
+    "cycling, max = undecided at the round budget, stall = stalled, num = numerical error, "
+    "pruned = stopped early); unconfirmed = the best trial converged, its re-check on a "
+    "second seed of the economy did not; – = cannot run there."
+)
+
+
+def _rounds_text(rows: list[dict]) -> str:
+    budgets = sorted({int(r["max_rounds"]) for r in rows if r.get("max_rounds") not in (None, "")})
+    return "/".join(f"{b:,}" for b in budgets) + " rounds a trial" if budgets else "no rounds"
+
+
+def tuned_tables(rows: list[dict]) -> str:
+    """Headline tables of tuned cells: one per (sweep, market), rules x scenarios.
+
+    An entry is ``**k/N** · η lo–hi · R r`` when the cell converges (k of N trials
+    converged, over step sizes lo..hi; R rounds to tolerance at the best setting),
+    ``unconfirmed k/N ...`` when the best trial's re-check on a second seed did not
+    converge, ``fails 0/N · best <status>`` when no trial did (the row's last column says
+    the range searched), ``–`` when the rule cannot run there (a rule that runs on none of
+    the table's scenarios has no row). Several seeds: entries joined by ``|``.
+    """
+    out = [TUNED_KEY, ""]
+    for sweep, market in dict.fromkeys((r["sweep"], r["market"]) for r in rows):
+        sel = [r for r in rows if r["sweep"] == sweep and r["market"] == market]
+        sizes = sorted({int(r["agents"]) for r in sel if r.get("agents") not in (None, "")})
+        size = f", {sizes[0]:,} agents" if len(sizes) == 1 else ""
+        what = ("Central auctioneer" + size if sel[0]["mode"] == "central"
+                else f"Decentralized{size} on each scenario's network")  # fmt: skip
+        market_text = {"flat": "flat market", "layered": "merchant layer (inventories)",
+                       "layered-books": "merchants pricing from their books"}.get(
+            market, f"{market} market")  # fmt: skip
+        trials = sorted({r["trials"] for r in sel if r.get("trials")})
+        budget = "/".join(str(t) for t in trials) or "0"
+        out += [f"**{what}, {market_text}: tuned verdicts** ({budget} trials per cell, "
+                f"{_rounds_text(sel)})", ""]  # fmt: skip
+        scenarios = list(dict.fromkeys(r["scenario"] for r in sel))
+        out += ["| rule | " + " | ".join(scenarios) + " | searched |",
+                "|---|" + "---|" * (len(scenarios) + 1)]  # fmt: skip
+        for rule in dict.fromkeys(r["rule"] for r in sel):
+            entries = []
+            for sc in scenarios:
+                cells = [r for r in sel if r["rule"] == rule and r["scenario"] == sc]
+                entries.append(" \\| ".join(_tuned_entry(r) for r in cells) or "")
+            if all(e in ("–", "") for e in entries):
+                continue  # the rule cannot run on any scenario of this table: no row
+            searched = next((r["searched"] for r in sel if r["rule"] == rule and r.get("searched")),
+                            "")  # fmt: skip
+            out.append(f"| {rule} | " + " | ".join(entries) + f" | {searched} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def headline_tables(rows: list[dict]) -> str:
-    """The README's verdict tables: converged cells per rule and scenario (central, then
-    network flat / layered), then every Scarf cell (status and rounds)."""
+    """The README's verdict tables: the tuned cells' (:func:`tuned_tables`), then, for
+    cells at fixed step sizes, converged cells per rule and scenario (central, then
+    network flat / layered) and every Scarf cell (status and rounds)."""
+    tuned = [r for r in rows if is_tuned(r)]
+    rows = [r for r in rows if not is_tuned(r)]
+    out = [tuned_tables(tuned)] if tuned else []
+    if not rows:
+        return "\n".join(out)
     rules = list(dict.fromkeys(r["rule"] for r in rows))
-    out = []
     for mode, markets, title in (
         ("central", ("flat",), "Central auctioneer: converged cells / cells run (step sizes x seeds)"),
         ("network", ("flat", "layered"), "Decentralized, 2,000 agents on each scenario's network: "
@@ -205,96 +304,3 @@ def write_trajectories(results: Iterable[dict], path: Path) -> None:
             if len(buffered) >= CELLS_PER_ROW_GROUP:
                 flush(writer)
         flush(writer)
-
-
-def _simplex_xy(prices: np.ndarray) -> np.ndarray:
-    """Project (T, 3) prices onto the 2-simplex (normalized to sum 1), as 2-D points."""
-    w = prices / prices.sum(axis=1, keepdims=True)
-    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
-    return w @ corners
-
-
-def plot_figures(results: list[dict], out: Path) -> list[Path]:
-    """``simplex-<scenario>.png`` (3 goods) and ``convergence-<scenario>.png``; their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    by_scenario: dict[str, list[dict]] = {}
-    for res in results:
-        if res["trajectory"] is not None:
-            by_scenario.setdefault(res["row"]["scenario"], []).append(res)
-    for scenario, runs in sorted(by_scenario.items()):
-        rules = sorted({r["row"]["rule"] for r in runs})
-        palette = [plt.cm.tab20(k) for k in (*range(0, 20, 2), *range(1, 20, 2))]
-        colors = {rule: palette[i % 20] for i, rule in enumerate(rules)}
-        steps = {rule: sorted({r["row"]["step_size"] for r in runs if r["row"]["rule"] == rule})
-                 for rule in rules}  # fmt: skip
-        style = lambda row, steps=steps: ("-", "--", ":", "-.")[  # noqa: E731
-            steps[row["rule"]].index(row["step_size"]) % 4
-        ]
-        panels = sorted({(r["row"]["mode"], r["row"]["market"]) for r in runs},
-                        key=lambda c: (c[0] != "central", c))  # fmt: skip
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2),
-                                 squeeze=False, constrained_layout=True)  # fmt: skip
-        for ax, panel in zip(axes[0], panels, strict=True):
-            for r in runs:
-                row = r["row"]
-                if (row["mode"], row["market"]) != panel or row["seed"] != min(
-                    x["row"]["seed"] for x in runs
-                ):
-                    continue
-                t = r["trajectory"]
-                y = np.asarray(t["excess_demand"], dtype=float)
-                # a log axis takes positive finite values: diverged tails are cut at 1e12
-                y = np.where(np.isfinite(y) & (y > 0), np.minimum(y, 1e12), np.nan)
-                ax.semilogy(t["round"], y, color=colors[row["rule"]], ls=style(row), lw=1,
-                            label=f"{row['rule']} {row['step_size']:g}: {row['status']}")  # fmt: skip
-            ax.set(xlabel="round", ylabel="max relative excess demand",
-                   title=f"{scenario}: {panel[0]}, {panel[1]}")  # fmt: skip
-            ax.legend(fontsize=6, ncol=2)
-        path = out / f"convergence-{scenario}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-        if runs[0]["row"]["goods"] != 3:
-            continue
-        ncols = min(4, len(rules))
-        nrows = math.ceil(len(rules) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 4.4 * nrows), squeeze=False,
-                                 constrained_layout=True)  # fmt: skip
-        for ax in axes.flat[len(rules) :]:
-            ax.set_axis_off()
-        corners = _simplex_xy(np.eye(3))
-        for ax, rule in zip(axes.flat, rules, strict=False):
-            ax.plot(*np.vstack([corners, corners[:1]]).T, color="grey", lw=0.8)
-            for (x, y), good, va in zip(corners, runs[0]["row"]["_goods"], ("top", "top", "bottom"),
-                                        strict=True):  # fmt: skip
-                ax.text(x, y, f"p({good})", ha="center", va=va, fontsize=8, color="grey")
-            for r in runs:
-                row = r["row"]
-                if row["rule"] != rule or row["mode"] != "central" and row["market"] != "flat":
-                    continue
-                p = r["trajectory"]["prices"]
-                p = p[np.isfinite(p).all(axis=1) & (p > 0).all(axis=1)]
-                if p.size == 0:
-                    continue
-                xy = _simplex_xy(p)
-                (line,) = ax.plot(*xy.T, lw=0.8, alpha=0.8,
-                                  label=f"{row['mode']} {row['step_size']:g} s{row['seed']}: "
-                                  f"{row['status']}")  # fmt: skip
-                ax.plot(*xy[0], "o", color=line.get_color(), ms=3)
-            refs = [r for r in runs if r["row"]["rule"] == rule]
-            ref_prices = refs[0]["row"].get("_references") if refs else None
-            if ref_prices:
-                ax.plot(*_simplex_xy(np.asarray(ref_prices)).T, "k*", ms=9, label="equilibrium")
-            ax.set(title=f"{scenario}: {rule}", aspect="equal", xticks=[], yticks=[],
-                   ylim=(-0.08, 0.95))  # fmt: skip
-            ax.legend(fontsize=6)
-        path = out / f"simplex-{scenario}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written

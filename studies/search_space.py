@@ -18,6 +18,27 @@ valid range where it has one) and its other main hyperparameters::
 
 Numerical guards (Adam's ``eps``, Newton's ``damping``) keep the rule's default.
 
+Markets have search spaces too (:data:`MARKET_SPACES`, :func:`market_space_for`): the
+parameters of the layered market (:mod:`tatonnet.environment.trade.layered`), named with
+the prefix ``market.`` so that one trial's hyperparameters can hold both
+(:func:`tatonnet.studies.grid.split_hyperparameters` splits them)::
+
+    flat            (none)
+    layered         market.flow_gain        1e-2..10 (log)   weight of the day's net order
+                    market.inventory_gain   1e-3..10 (log)   weight of the stock's shortfall
+                    market.rebalance        0..0.5           stock shipped between merchant
+                                                             neighbours (not under central)
+    layered-books   the same three, and
+                    market.merchant_rule    {optimistic, extragradient, broyden}
+
+Both gains are searched on log ranges, so neither is ever 0: a zero inventory gain never
+brings the stock back to target (no run converges), and a zero flow gain is the pure
+inventory rule, which the kernel design cannot damp. The books design's merchant step is
+the rule's ``step_size`` (searched in the rule's space), and broyden's ``damping`` and
+``max_step`` are the rule's where it has them (``newton``): a searched
+``market.merchant_rule`` replaces the merchant rule the cell's rule names, so pin it
+(``fixed``) to keep a cell's rule its merchants' rule.
+
 Extending it: a new rule calls :func:`register_space`; a hyperparameter that many rules
 share (the ``space`` geometry ``"price"`` / ``"log"``, a step schedule) goes into
 :data:`SHARED_DIMENSIONS`, and every rule whose dataclass has a field of that name
@@ -165,3 +186,58 @@ def space_for(rule: str, fixed=()) -> tuple[Dimension, ...]:
             dim = make(RULES[rule])
             dims += [dim] if dim is not None else []
     return tuple(d for d in dims if d.name not in set(fixed))
+
+
+# ---- markets ------------------------------------------------------------------------------
+#: Prefix of a market hyperparameter (``market.flow_gain``).
+MARKET_PREFIX = "market."
+
+#: Per market name (:data:`tatonnet.studies.grid.MARKETS`): its searched parameters.
+MARKET_SPACES: dict[str, tuple[Dimension, ...]] = {}
+
+
+def register_market_space(market: str, *dimensions: Dimension) -> None:
+    """Set the search space of ``market`` (replacing any earlier one); every dimension's
+    name starts with ``market.``."""
+    names = [d.name for d in dimensions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"search space of market {market!r}: a parameter is listed twice")
+    for name in names:
+        if not name.startswith(MARKET_PREFIX):
+            raise ValueError(
+                f"search space of market {market!r}: {name!r} does not start with {MARKET_PREFIX!r}"
+            )
+    MARKET_SPACES[market] = tuple(dimensions)
+
+
+FLOW_GAIN = Dimension("market.flow_gain", 1e-2, 10.0, log=True)
+INVENTORY_GAIN = Dimension("market.inventory_gain", 1e-3, 10.0, log=True)
+REBALANCE = Dimension("market.rebalance", 0.0, 0.5)
+MERCHANT_RULE = Dimension(
+    "market.merchant_rule", choices=("optimistic", "extragradient", "broyden")
+)
+#: Searched only where merchants have merchant neighbours (not under ``central``).
+NETWORK_ONLY = frozenset({"market.rebalance"})
+
+register_market_space("flat")
+register_market_space("layered", FLOW_GAIN, INVENTORY_GAIN, REBALANCE)
+register_market_space("layered-books", FLOW_GAIN, INVENTORY_GAIN, REBALANCE, MERCHANT_RULE)
+
+
+def market_space_for(market: str, fixed=(), central: bool = False) -> tuple[Dimension, ...]:
+    """The dimensions searched for ``market``, less those ``fixed`` pins.
+
+    Parameters
+    ----------
+    market : a market name (``flat``, ``layered``, ``layered-books``)
+    fixed : names (with the ``market.`` prefix) held at a given value (not searched)
+    central : one merchant (the ``central`` graph): drop what only acts between merchants
+        (``market.rebalance``)
+
+    Raises
+    ------
+    KeyError
+        ``market`` has no registered search space.
+    """
+    skip = set(fixed) | (NETWORK_ONLY if central else set())
+    return tuple(d for d in MARKET_SPACES[market] if d.name not in skip)

@@ -175,18 +175,25 @@ def _rule_and_market(cell: Cell, hyper: dict):
     """``(scenario, economy, network, references, rule, dynamics, reason)`` of a cell run with
     hyperparameters ``hyper``; ``dynamics`` is None (with the reason) when it cannot run."""
     from tatonnet.agents.rules import RuleError, make_rule
-    from tatonnet.studies.grid import _economy, _equilibria, _incompatible, make_market
+    from tatonnet.studies.grid import (
+        _economy,
+        _equilibria,
+        _incompatible,
+        make_market,
+        split_hyperparameters,
+    )
 
     sc, economy, network = _economy(cell.scenario, cell.agents, cell.graph, cell.seed)
     references, _ = _equilibria(cell.scenario, cell.agents, cell.seed)
     reason = _incompatible(cell.rule, sc)
     if reason is not None:
         return sc, economy, network, references, None, None, reason
+    rule_hyper, market_hyper = split_hyperparameters(hyper)
     try:
-        rule = make_rule(cell.rule, **hyper)
+        rule = make_rule(cell.rule, **rule_hyper)
     except (RuleError, TypeError) as exc:
         return sc, economy, network, references, None, None, f"invalid: {exc}"
-    dyn, reason = make_market(cell.market, economy, network, rule, cell.signal)
+    dyn, reason = make_market(cell.market, economy, network, rule, cell.signal, market_hyper)
     return sc, economy, network, references, rule, dyn, reason
 
 
@@ -416,7 +423,9 @@ def search_cell(
 
     _check_options(cell, trials, batch, workers, report_every, reduction_factor)
     pinned = tuple(sorted(dict(cell.hyperparameters).items()))
-    dims = search_space.space_for(cell.rule, fixed=[k for k, _ in pinned])
+    dims = search_space.space_for(cell.rule, fixed=[k for k, _ in pinned]) + market_dimensions(
+        cell, [k for k, _ in pinned]
+    )
     every = report_every or max(1, cell.rounds // 20)
     pruning = PrunerSettings(every, 2 * every, reduction_factor, prune)
 
@@ -452,6 +461,20 @@ def search_cell(
     finally:
         optuna.logging.set_verbosity(verbosity)
     return results, dims, None
+
+
+def market_dimensions(cell: Cell, fixed=()) -> tuple:
+    """The market hyperparameters searched for a cell, less the cell's pinned ones and
+    ``fixed`` (``market.``-prefixed,
+    :func:`~tatonnet.studies.search_space.market_space_for`): none for the flat market;
+    the merchants' gains (and, on a network, their rebalancing) for a layered one. The
+    books design's ``market.merchant_rule`` is not searched: the cell's rule names the
+    merchants' rule (a study compares rules, so the rule is the cell's, not a trial's)."""
+    pinned = (k for k, _ in cell.hyperparameters)
+    return search_space.market_space_for(
+        cell.market, fixed=(*fixed, *pinned, search_space.MARKET_PREFIX + "merchant_rule"),
+        central=cell.mode == "central",
+    )  # fmt: skip
 
 
 def _told_states():
@@ -588,3 +611,77 @@ def _verdict(cell, dims, results: list[TrialResult]) -> TunedVerdict:
         converged_step_max=max(steps) if steps else None, searched=searched,
         recheck_seed=recheck_seed, recheck_status=recheck_status, reason=reason,
     )  # fmt: skip
+
+
+# ---- a tuned study cell ------------------------------------------------------------------
+#: Columns a tuned cell adds to its study row (:func:`run_tuned_cell`).
+TUNED_COLUMNS = (
+    "verdict", "trials", "converged_trials", "pruned_trials", "converged_step_min",
+    "converged_step_max", "searched", "best_status", "recheck_seed", "recheck_status",
+    "tuned_reason",
+)  # fmt: skip
+
+
+def tuned_columns(verdict: TunedVerdict) -> dict:
+    """The study-row columns of a tuned verdict (:data:`TUNED_COLUMNS`)."""
+    return {
+        "verdict": verdict.verdict, "trials": verdict.trials,
+        "converged_trials": verdict.converged_trials, "pruned_trials": verdict.pruned_trials,
+        "converged_step_min": verdict.converged_step_min,
+        "converged_step_max": verdict.converged_step_max,
+        "searched": "; ".join(f"{n} {r}" for n, r in verdict.searched),
+        "best_status": verdict.status, "recheck_seed": verdict.recheck_seed,
+        "recheck_status": verdict.recheck_status, "tuned_reason": verdict.reason,
+    }  # fmt: skip
+
+
+def run_tuned_cell(cell: Cell) -> dict:
+    """Tune one study cell (its sweep's ``tune`` settings, in this process), then run it at
+    the best trial's hyperparameters for its row and trajectory.
+
+    Returns ``{"row", "trajectory"}`` as :func:`tatonnet.studies.grid.run_cell`, the row
+    with the tuned columns (:func:`tuned_columns`) added: ``status`` is the best setting's
+    run status, ``verdict`` the cell's tuned verdict (``converges``, ``unconfirmed``,
+    ``fails``, ``skipped``), and ``step_size`` / ``hyperparameters`` the best setting.
+    """
+    import time
+
+    from tatonnet.studies.grid import run_cell
+
+    t0 = time.perf_counter()
+    settings = dict(cell.tune)
+    verdict = tune_cell(
+        cell, trials=settings["trials"], batch=settings["batch"], seed=settings["seed"],
+        report_every=settings["report_every"], prune=settings["prune"],
+        reduction_factor=settings["reduction_factor"],
+    )  # fmt: skip
+    if verdict.verdict == "skipped":
+        result = run_cell(cell)
+    else:
+        best = dict(verdict.hyperparameters)
+        step = best.pop("step_size")
+        result = run_cell(dataclasses.replace(
+            cell, step_size=step, hyperparameters=tuple(sorted(best.items()))
+        ))  # fmt: skip
+        # the same run twice gives the same bits (a best trial stopped early by the pruner
+        # ran on here, so its status is the rerun's)
+        if verdict.status != "pruned" and result["row"]["status"] != verdict.status:
+            raise RuntimeError(
+                f"the best trial ({verdict.status}) ran again as {result['row']['status']}"
+            )
+    row = result["row"]
+    row.update(tuned_columns(verdict))
+    row["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def run_tuned_cell_safely(cell: Cell) -> dict:
+    """:func:`run_tuned_cell`; a cell that raises is a row with status ``error``."""
+    from tatonnet.studies.grid import error_result
+
+    try:
+        return run_tuned_cell(cell)
+    except Exception as exc:  # noqa: BLE001
+        result = error_result(cell, exc)
+        result["row"].update(verdict="error", tuned_reason=result["row"]["reason"])
+        return result

@@ -8,7 +8,8 @@
 * Newton needs far fewer rounds than entropic tâtonnement on a smooth economy (measured).
 * Round invariants: trackers sum to the excess demand, the numeraire is pinned, the
   central extragradient round equals its formula, runs are deterministic.
-* Message accounting and the CLI: in-process by default, a one-line error for workers.
+* Message accounting and the CLI: in-process by default, a one-line error for workers under
+  central (on a graph the sharded engine runs them: test_shard_composite.py).
 """
 
 from __future__ import annotations
@@ -401,12 +402,16 @@ def test_message_accounting():
     assert messages_per_round(newton, central, g)["floats"] == 10 * floats
 
 
-def test_workers_are_refused():
+def test_workers_are_refused_under_central_only():
+    """On a graph the sharded engine runs the composite rules (tests/test_shard_composite.py);
+    their central versions run in this process only."""
     scenario = load_scenario("scarf").with_overrides(rule="newton")
     RunOptions(workers=0).check(scenario)
+    RunOptions(workers=1).check(scenario)
+    central = scenario.with_overrides(graph="central")
     for workers in (1, 2):
         with pytest.raises(RunConfigError, match="runs its own dynamics") as info:
-            RunOptions(workers=workers).check(scenario)
+            RunOptions(workers=workers).check(central)
         assert "\n" not in str(info.value)
 
 

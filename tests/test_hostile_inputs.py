@@ -213,8 +213,8 @@ ARGUMENT_CASES = [
         ["cannot reach the Ray cluster at 127.0.0.1:1"],
     ),
     (
-        "address-with-composite-rule",
-        ["--rule", "extragradient", "--address", "127.0.0.1:1"],
+        "address-with-central-composite-rule",
+        ["--rule", "extragradient", "--graph", "central", "--address", "127.0.0.1:1"],
         ["--address", "extragradient", "own dynamics"],
     ),
 ]

@@ -156,14 +156,18 @@ def _assert_same_result(out: Path, ref: Path) -> None:
     assert ta.equals(tb)
 
 
-def _stop_and_check(tmp_path, reference, workers, sig, when, extra=CHECKPOINTS) -> str:
+def _stop_and_check(tmp_path, reference, workers, sig, when, extra=CHECKPOINTS,
+                    listeners=False) -> str:  # fmt: skip
     """Start a run, send ``sig`` at ``when`` (seconds, or 'checkpoint': once one exists),
-    check what is left; returns which outcome it was."""
+    check what is left; returns which outcome it was. ``listeners``: before the signal,
+    check that no process of the run listens beyond loopback (:func:`_assert_loopback_only`)."""
     out = tmp_path / f"run-{workers}-{sig.name}"
     work = out.parent / f".{out.name}.partial"
     run = Watched(*COMMON, *extra, "--workers", workers, "--out", out)
     if when == "checkpoint":
         assert run.wait_for(lambda: _has_checkpoint(work)), "no checkpoint was written"
+        if listeners:
+            _assert_loopback_only(run)
     else:
         deadline = time.monotonic() + when
         run.wait_for(lambda: time.monotonic() > deadline)
@@ -246,7 +250,9 @@ def test_trade_run_stops_in_one_line(tmp_path):
     ids=["SIGTERM-checkpoint", "SIGKILL-checkpoint", "SIGINT-random"],
 )  # fmt: skip
 def test_ray_run_stops_cleanly(tmp_path, reference, sig, when):
-    _stop_and_check(tmp_path, reference, 2, sig, when)
+    """A Ray run stopped at a checkpoint or at a random moment; the SIGTERM case also
+    checks, while its actors run, that its private Ray listens on loopback only."""
+    _stop_and_check(tmp_path, reference, 2, sig, when, listeners=sig == signal.SIGTERM)
 
 
 def _listening(pids: set[int]) -> list[tuple[int, str, int]]:
@@ -282,28 +288,16 @@ def _loopback(address: str) -> bool:
     return ip.is_loopback
 
 
-@pytest.mark.ray
-def test_private_ray_listens_on_loopback_only(tmp_path):
-    out = tmp_path / "exposed"
-    work = out.parent / f".{out.name}.partial"
-    run = Watched(*COMMON, *CHECKPOINTS, "--workers", 2, "--out", out)
-    try:
-        assert run.wait_for(lambda: _has_checkpoint(work)), run.finish()  # actors are running
-        time.sleep(1.0)  # late listeners (agents' metrics, workers' servers)
-        run.look()
-        pids = {p for p in run.seen | {run.proc.pid} if _alive(p)}
-        sockets = _listening(pids)
-        # the driver, GCS, raylet (node manager + object manager), runtime-env agent and
-        # both workers at least
-        assert len({pid for pid, _, _ in sockets}) >= 5, sockets
-        exposed = [s for s in sockets if not _loopback(s[1])]
-        assert not exposed, f"listening beyond loopback: {exposed}"
-    finally:
-        if run.proc.poll() is None:
-            run.proc.send_signal(signal.SIGTERM)
-        rc, _, stderr = run.finish()
-    assert rc in (0, 143), stderr
-    run.assert_nothing_left()
+def _assert_loopback_only(run) -> None:
+    """Every listening socket of a running Ray run (driver, GCS, raylet, runtime-env agent,
+    workers: five processes at least) is on loopback."""
+    time.sleep(1.0)  # late listeners (agents' metrics, workers' servers)
+    run.look()
+    pids = {p for p in run.seen | {run.proc.pid} if _alive(p)}
+    sockets = _listening(pids)
+    assert len({pid for pid, _, _ in sockets}) >= 5, sockets
+    exposed = [s for s in sockets if not _loopback(s[1])]
+    assert not exposed, f"listening beyond loopback: {exposed}"
 
 
 def test_dashboard_stops_its_server_on_sigterm(tmp_path):

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tatonnet.cli import study as study_cli
+from tatonnet.studies import cache
 from tatonnet.studies import grid as study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,17 @@ graph = "ring"
 agents = 60
 markets = ["flat", "layered"]
 rounds = 50
+
+[[sweep]]
+name = "tuned"
+scenarios = ["scarf", "ces-substitutes"]
+rules = ["additive"]
+graph = "central"
+agents = 60
+rounds = 400
+[sweep.tune]
+trials = 4
+batch = 2
 """
 
 
@@ -80,11 +92,12 @@ def tiny(tmp_path_factory):
     return out, _rows(out)
 
 
-def _row(rows, scenario, rule, graph="central", market="flat"):
+def _row(rows, scenario, rule, graph="central", market="flat", sweep=None):
     (row,) = [
         r
         for r in rows
         if (r["scenario"], r["rule"], r["graph"], r["market"]) == (scenario, rule, graph, market)
+        and (r["sweep"] == sweep if sweep else r["sweep"] != "tuned")
     ]
     return row
 
@@ -107,6 +120,10 @@ BAD = [
     ("steps-for-absent-rule", ("step_sizes = [0.05]", "step_sizes = { additive = [0.1] }"),
      ["step_sizes", "additive"]),
     ("toml-syntax", ('name = "tiny"', 'name = "tiny'), ["invalid TOML"]),
+    ("tune-with-steps", ("[sweep.tune]\ntrials = 4", "step_sizes = [0.1]\n[sweep.tune]\ntrials = 4"),
+     ["tune", "leave out step_sizes"]),
+    ("tune-no-trials", ("trials = 4", "trials = 0"), ["trials", "greater than or equal to 1"]),
+    ("tune-unknown-key", ("trials = 4", "trials = 4\nsampler = 'grid'"), ["sampler"]),
 ]  # fmt: skip
 
 
@@ -266,12 +283,15 @@ def test_trajectories_are_downsampled_and_start_at_round_0(tiny):
     assert list(scarf["prices"].iloc[0]) == pytest.approx([1.0, 2.0, 3.0])  # its start
 
 
-def test_figures_exist_and_are_png(tiny):
+def test_figures_exist_as_png_pdf_and_svg(tiny):
     out, _ = tiny
     for name in ("simplex-scarf", "simplex-ces-substitutes", "convergence-scarf",
-                 "convergence-ces-substitutes", "convergence-cobb-douglas"):  # fmt: skip
+                 "convergence-ces-substitutes", "convergence-cobb-douglas",
+                 "verdicts-central", "verdicts-network"):  # fmt: skip
         data = (out / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
+        assert b"<svg" in (out / f"{name}.svg").read_bytes()[:2000], name
     assert not (out / "simplex-cobb-douglas.png").exists()  # 4 goods: no simplex
 
 
@@ -320,7 +340,7 @@ def test_same_seed_same_table(tiny, tmp_path):
     out0, rows = tiny
     grid = tmp_path / "tiny.toml"
     grid.write_text(TINY)
-    again = [study.run_cell(c)["row"] for c in study.expand(study.load_study(grid))]
+    again = [cache.run_any_cell(c)["row"] for c in study.expand(study.load_study(grid))]
     assert [r["status"] for r in again] == [r["status"] for r in rows]
     assert [str(r["rounds"]) for r in again] == [r["rounds"] for r in rows]
     for a, r in zip(again, rows, strict=True):
@@ -373,7 +393,7 @@ def test_a_failing_cell_is_an_error_row_and_exit_1(tmp_path, capsys, monkeypatch
 def test_figures_survive_infinite_excess_demand(tmp_path):
     """A diverged cell's trajectory ends in inf / nan: the log-scale convergence plot must
     still be drawn (regression: matplotlib raised OverflowError on inf)."""
-    from tatonnet.studies.report import plot_figures
+    from tatonnet.studies.figures import plot_figures
 
     rounds = np.arange(0, 50)
     excess = np.geomspace(0.1, 1e200, 50)
@@ -388,7 +408,8 @@ def test_figures_survive_infinite_excess_demand(tmp_path):
     traj = {"round": rounds, "excess_demand": excess, "price_dispersion": np.zeros(50),
             "prices": prices}  # fmt: skip
     paths = plot_figures([{"row": row, "trajectory": traj}], tmp_path)
-    assert {p.name for p in paths} == {"convergence-scarf.png", "simplex-scarf.png"}
+    assert {p.name for p in paths} == {f"{kind}-scarf.{fmt}" for kind in ("convergence", "simplex")
+                                       for fmt in ("png", "pdf", "svg")}  # fmt: skip
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
@@ -413,3 +434,43 @@ def test_headline_tables_count_what_ran():
     assert "| newton | 1/1 | – |" in text
     assert "| entropic | η=0.1: div 600; η=0.05: cyc 4000 | – | – |" in text
     assert "| newton | η=0.1: converged 3 | – | – |" in text
+
+
+# ---- tuned sweeps --------------------------------------------------------------------------
+def test_tuned_cells_state_their_search_and_their_verdict(tiny):
+    out, rows = tiny
+    tuned = [r for r in rows if r["sweep"] == "tuned"]
+    assert len(tuned) == 2
+    for r in tuned:
+        assert r["trials"] == "4" and int(r["converged_trials"]) <= 4
+        assert r["searched"].startswith("step_size 0.0001..10 log")
+        assert r["status"] == r["best_status"]
+        converged = int(r["converged_trials"]) > 0
+        assert (r["verdict"] in ("converges", "unconfirmed")) == converged
+        assert (r["status"] == "converged") == converged
+        if converged:  # the row is the best setting's run: its step size converged
+            lo, hi = float(r["converged_step_min"]), float(r["converged_step_max"])
+            assert lo <= float(r["step_size"]) <= hi
+    scarf = _row(rows, "scarf", "additive", sweep="tuned")
+    assert scarf["verdict"] == "fails" and scarf["converged_trials"] == "0"
+    headline = (out / "headline.md").read_text()
+    assert "tuned verdicts** (4 trials per cell, 400 rounds a trial)" in headline
+    (line,) = [x for x in headline.splitlines() if x.startswith("| additive |") and "searched" not in x
+               and "fails" in x]  # fmt: skip
+    assert "fails 0/4" in line and line.rstrip(" |").endswith("space {price, log}")
+
+
+def test_a_tuned_cell_is_the_tuner_s_verdict():
+    """The study's tuned cell is tune_cell's verdict on the same cell, and its row is the run
+    at the best trial's hyperparameters."""
+    from tatonnet.studies import tune
+
+    (cell,) = [c for c in study.expand(study.load_study("quick"))
+               if (c.scenario, c.rule) == ("ces-substitutes", "additive")]  # fmt: skip
+    settings = dict(cell.tune)
+    verdict = tune.tune_cell(cell, trials=settings["trials"], batch=settings["batch"])
+    row = cache.run_any_cell(cell)["row"]
+    assert row["verdict"] == verdict.verdict == "converges"
+    assert row["step_size"] == dict(verdict.hyperparameters)["step_size"]
+    assert row["rounds_to_tol"] == verdict.rounds_to_tol
+    assert row["converged_trials"] == verdict.converged_trials

@@ -58,9 +58,10 @@ step_size = 0.05
 def _no_figures(monkeypatch):
     """The figures take most of a re-run's time and are not what these tests check (the
     module's first run, ``fresh``, draws them); a re-run here draws none."""
-    from tatonnet.studies import report
+    from tatonnet.studies import figures
 
-    monkeypatch.setattr(report, "plot_figures", lambda results, out: [])
+    monkeypatch.setattr(figures, "plot_figures", lambda results, out: [])
+    monkeypatch.setattr(figures, "plot_verdict_map", lambda rows, out, mode: [])
 
 
 def _main(argv, capsys):
@@ -250,3 +251,51 @@ def test_a_second_study_into_a_locked_folder_is_refused(fresh, tmp_path, capsys)
         rc, _, err = _main(["--grid", str(grid), "--out", str(out)], capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert (out / "verdicts.csv").read_text() == table
+
+
+TUNED = """\
+name = "tuned-small"
+
+[[sweep]]
+name = "tuned"
+scenarios = ["scarf", "ces-substitutes", "cobb-douglas"]
+rules = ["additive"]
+graph = "central"
+agents = 30
+rounds = 300
+[sweep.tune]
+trials = 4
+batch = 2
+"""
+
+
+def test_an_interrupted_tuned_study_resumes_to_the_same_table(tmp_path, capsys, monkeypatch):
+    """A tuned study stopped after its first cell resumes from it (the tuner does not run
+    that cell again) to the table a study run in one go writes."""
+    from tatonnet.studies import tune
+
+    grid = _grid(tmp_path, TUNED, "tuned.toml")
+    rc, _, err = _main(["--grid", str(grid), "--out", str(tmp_path / "whole")], capsys)
+    assert rc == 0, err
+    table = (tmp_path / "whole" / "verdicts.csv").read_text()
+
+    out = tmp_path / "stopped"
+    real, tuned = tune.tune_cell, []
+
+    def stop_at_second(cell, **options):
+        tuned.append(cell.scenario)
+        if len(tuned) == 2:
+            raise KeyboardInterrupt
+        return real(cell, **options)
+
+    monkeypatch.setattr(tune, "tune_cell", stop_at_second)
+    rc, _, err = _main(["--grid", str(grid), "--out", str(out)], capsys)
+    assert rc == 130 and "1 finished cell(s) kept" in err
+    tuned.clear()
+    monkeypatch.setattr(tune, "tune_cell", lambda cell, **o: tuned.append(cell.scenario) or real(cell, **o))
+    rc, stdout, err = _main(["--grid", str(grid), "--out", str(out)], capsys)
+    assert rc == 0, err
+    assert "1 reused from the cache, 2 to run" in stdout
+    assert tuned == ["ces-substitutes", "cobb-douglas"]
+    assert (out / "verdicts.csv").read_text() == table
+    assert "verdict" in table.splitlines()[0]

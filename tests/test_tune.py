@@ -11,7 +11,7 @@ import pytest
 
 from tatonnet.agents.rules import RULES, make_rule
 from tatonnet.studies import search_space, tune
-from tatonnet.studies.grid import Cell, StudyError, load_study, run_cell
+from tatonnet.studies.grid import Cell, StudyError, run_cell
 
 #: A 3-good Cobb-Douglas exchange economy whose prices differ by a factor of 30; see
 #: :func:`test_tuner_finds_the_narrow_window_the_fixed_grid_misses`.
@@ -44,6 +44,8 @@ step_size = 0.1
 """
 
 ROUNDS, TOL = 600, 1e-6
+#: The step sizes the default study (``xor.toml``) ran additive at before it was tuned.
+OLD_GRID = [0.05, 0.1, 0.5]
 
 
 def _cell(scenario, rule="additive", hyper=(), rounds=ROUNDS, tol=TOL, agents=None,
@@ -122,11 +124,10 @@ def test_tuner_finds_the_narrow_window_the_fixed_grid_misses(narrow, narrow_sear
     ``-1 / p_j``: the step must be below about 2 (else the cheap good 1 overshoots, cycles,
     or is floored: diverged) and above about 1.2 for the expensive good 2 to close a gap
     of 1e6 (tol 1e-6) within 600 rounds (it contracts by about ``1 - step / 30`` a round).
-    So only steps in roughly [1.2, 1.8] converge; the study's fixed grid for additive
-    (``studies/specs/xor.toml``: 0.05, 0.1, 0.5) lies below it and reports max_rounds.
+    So only steps in roughly [1.2, 1.8] converge; the fixed grid the default study ran
+    additive at before it was tuned (0.05, 0.1, 0.5) lies below it and reports max_rounds.
     """
-    grid_steps = load_study("xor").sweep[0].step_sizes["additive"]
-    assert grid_steps == [0.05, 0.1, 0.5]
+    grid_steps = OLD_GRID
     grid_cell = dataclasses.replace(narrow, hyperparameters=())  # additive's own geometry
     assert make_rule("additive").space == "price"
     for step in grid_steps:
@@ -260,3 +261,18 @@ def test_a_layered_network_cell_gives_the_same_trials_on_two_threads():
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         assert tune.search_cell(cell, trials=8, batch=4, seed=0, pool=pool)[0] == alone
     assert not any(r.status in ("skipped", "invalid") for r in alone)
+    searched = {name for r in alone for name, _ in r.params}
+    assert {"market.flow_gain", "market.inventory_gain", "market.rebalance"} <= searched
+
+
+def test_market_dimensions_follow_the_market_and_the_rule_names_the_merchants_rule():
+    flat = _cell("scarf", rule="optimistic")
+    assert tune.market_dimensions(flat) == ()
+    central = dataclasses.replace(flat, market="layered-books")
+    network = dataclasses.replace(central, graph="ring", agents=12)
+    names = lambda cell: {d.name for d in tune.market_dimensions(cell)}  # noqa: E731
+    assert names(central) == {"market.flow_gain", "market.inventory_gain"}  # one merchant
+    assert names(network) == names(central) | {"market.rebalance"}
+    assert "market.merchant_rule" not in names(network)  # the cell's rule is the merchants'
+    pinned = dataclasses.replace(network, hyperparameters=(("market.flow_gain", 1.0),))
+    assert names(pinned) == {"market.inventory_gain", "market.rebalance"}

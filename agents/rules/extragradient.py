@@ -47,8 +47,9 @@ class Extragradient(PriceRule):
     (``exchanges_per_round = 2``), 2·g floats per neighbour in the first, g in the
     second: 3·g per directed edge per round (:meth:`round_floats`). Under ``central``:
     per exchange each agent reports g floats and receives g, 4·g per agent per round.
-    ``kernel`` is the plain gradient step of each half step. Runs in-process only
-    (:mod:`tatonnet.environment.tatonnement.composite`), not on the sharded/Ray engine.
+    ``kernel`` is the plain gradient step of each half step. Its dynamics
+    (:mod:`tatonnet.environment.tatonnement.composite`) runs in this process and, on a
+    graph, on the sharded/Ray engine (the same round, bit-identical); central in-process.
 
     Geometry (``space``, default ``"log"``): ``u`` are log-prices (``zeta(u) = Z(exp u) /
     S``: mirror-prox with the entropy mirror map, the numeraire's log-price pinned at 0) or,

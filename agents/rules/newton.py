@@ -51,7 +51,8 @@ class Newton(PriceRule):
     per round, each ``2 g + (g-1)^2`` floats per neighbour (log-prices, tracker, Jacobian
     tracker). Under ``central`` each agent reports ``g + (g-1)^2`` floats (excess demand and
     its Jacobian block) and receives g prices. ``kernel`` (a plain gradient step) is not
-    used by the Newton dynamics. Runs in-process only (:mod:`tatonnet.environment.tatonnement.composite`).
+    used by the Newton dynamics (:mod:`tatonnet.environment.tatonnement.composite`), which
+    runs in this process and, on a graph, on the sharded/Ray engine (bit-identical).
 
     Geometry: log space only — the Jacobian is taken in log-prices and the step cap is in
     log-price units; ``space="price"`` is refused. Its step is a Newton step, not a step on

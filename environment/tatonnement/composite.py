@@ -1,21 +1,27 @@
 """Dynamics of the composite rules: extragradient and Newton-type tâtonnement.
 
 These rules need more than one kernel call (or more than excess demand) per round, so
-they do not fit the fused round of :mod:`tatonnet.environment.tatonnement.kernel`. Each has a decentralized
-version (a subclass of :class:`~tatonnet.environment.tatonnement.dynamics.NetworkTatonnement`: every agent
-uses only its own row and its neighbours' messages, mixed with the Metropolis weights
-``W`` of :class:`~tatonnet.environment.network.Network`) and a central one (a subclass of
-:class:`~tatonnet.environment.tatonnement.dynamics.CentralTatonnement`). The round is vectorized numpy /
-scipy.sparse: ``W @ X`` for the messages, the numba kernel
-:func:`tatonnet.environment.tatonnement.kernel.excess_demand_rows` for demand, batched ``numpy.linalg`` for the
-Newton systems; no Python loop over agents. The economics of the update is documented on
-the rules (:class:`tatonnet.agents.rules.extragradient.Extragradient`,
+they do not fit the fused round of :mod:`tatonnet.environment.tatonnement.kernel`. Each
+has a decentralized version and a central one (a subclass of
+:class:`~tatonnet.environment.tatonnement.dynamics.CentralTatonnement`).
+
+The decentralized round is written once, as a
+:class:`~tatonnet.environment.tatonnement.rows.RowRound` (:class:`ExtragradientRound`,
+:class:`NewtonRound`): every agent uses only its own row and its neighbours' messages,
+mixed with the Metropolis weights ``W`` of :class:`~tatonnet.environment.network.Network`.
+The in-process dynamics (:class:`NetworkExtragradient`, :class:`NetworkNewton`, subclasses
+of :class:`~tatonnet.environment.tatonnement.dynamics.NetworkTatonnement`) runs it on the
+whole network, and the sharded/Ray engine hands the same object to every shard
+(:mod:`tatonnet.distributed.composite_shard`), so both give the same bits at any worker
+count. The round is vectorized numpy / scipy.sparse: ``W @ X`` for the messages, the
+numba kernel :func:`tatonnet.environment.tatonnement.kernel.excess_demand_rows` for
+demand, batched ``numpy.linalg`` for the Newton systems; no Python loop over agents. The
+economics of the update is documented on the rules
+(:class:`tatonnet.agents.rules.extragradient.Extragradient`,
 :class:`tatonnet.agents.rules.newton.Newton`).
 
-They run in this process only (``--workers 0``); the sharded/Ray engine runs the fused
-kernel alone. Registered in :data:`tatonnet.environment.engines.DYNAMICS` under the rules'
-``engine`` names; :mod:`tatonnet.environment.tatonnement.dynamics` imports this module, so
-:func:`~tatonnet.environment.engines.make_dynamics` always finds them.
+Registered in :data:`tatonnet.environment.engines.DYNAMICS` under the rules' ``engine``
+names. The central versions run in this process only.
 """
 
 from __future__ import annotations
@@ -23,29 +29,20 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import scipy.sparse
 
 from tatonnet.agents import jacobian
-from tatonnet.agents.rules import PRICE_FLOOR, PriceRule, RuleError, transforms
+from tatonnet.agents.rules import PriceRule, RuleError, transforms
 from tatonnet.environment.economy import Economy
 from tatonnet.environment.network import Network
-from tatonnet.environment.tatonnement import kernel
 from tatonnet.environment.tatonnement.dynamics import (
     CentralTatonnement,
     MarketState,
-    NetworkTatonnement,
-    RoundMetrics,
     prices_from_coords,
-    reduce_partials,
-    state_partials,
-    use_threads,
 )
+from tatonnet.environment.tatonnement.rows import RowRound, RowRoundDynamics, Rows, pin
 
 #: Absolute floor of the Levenberg–Marquardt term (keeps ``J^T J + lam I`` invertible).
 LM_FLOOR = 1e-300
-
-#: Largest |log-price| evaluated; beyond it (or NaN) an agent's excess demand is NaN.
-EXP_SAFE = 700.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,26 +80,24 @@ def newton_direction(zeta: np.ndarray, jac: np.ndarray, damping: float, max_step
             try:
                 d[ok] = np.linalg.solve(a[ok], b[ok])[:, :, 0]
             except np.linalg.LinAlgError:  # numerically singular despite the LM term
-                d[ok] = (np.linalg.pinv(a[ok]) @ b[ok])[:, :, 0]
+                for i in np.flatnonzero(ok):  # row by row: a row's step never depends on
+                    d[i] = _solve_one(a[i], b[i])  # which rows share its batch (shards)
         d[~np.isfinite(d).all(axis=1)] = 0.0
         big = np.abs(d).max(axis=1)
     scale = np.where(big > max_step, max_step / np.where(big > 0, big, 1.0), 1.0)
     return d * scale[:, None]
 
 
+def _solve_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a^{-1} b`` for one system (k, k), (k, 1); the pseudo-inverse where ``a`` is singular."""
+    try:
+        return np.linalg.solve(a, b)[:, 0]
+    except np.linalg.LinAlgError:
+        return (np.linalg.pinv(a) @ b)[:, 0]
+
+
 def _free_goods(g: int, numeraire: int) -> np.ndarray:
     return np.array([j for j in range(g) if j != numeraire])
-
-
-def pin(coords: np.ndarray, numeraire: int, space: str) -> np.ndarray:
-    """Pin the numeraire (log-price 0 / price 1) of every row of ``coords`` (n, g) in place
-    and, in price space, floor prices at ``PRICE_FLOOR`` (NaN passes, to be reported)."""
-    if space == "log":
-        coords[:, numeraire] = 0.0
-    else:
-        coords[:, numeraire] = 1.0
-        coords[coords < PRICE_FLOOR] = PRICE_FLOOR
-    return coords
 
 
 def _require_log(rule: PriceRule) -> None:
@@ -110,82 +105,69 @@ def _require_log(rule: PriceRule) -> None:
         raise RuleError(f"rule {rule.name!r}: the Newton dynamics work in log-prices")
 
 
-class _NetworkComposite(NetworkTatonnement):
-    """Validation, mixing matrices and metrics shared by the decentralized composites."""
-
-    def __init__(self, economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
-        super().__init__(economy, network, rule, signal)
-        n, net = economy.n_agents, network
-        #: W (n, n): Metropolis mixing weights over closed neighbourhoods (doubly stochastic)
-        self.mixing = scipy.sparse.csr_array((net.mixing, net.indices, net.indptr), (n, n))
-        #: A (n, n): 0/1 closed-neighbourhood adjacency (neighbourhood sums, ``local``)
-        self.adjacency = scipy.sparse.csr_array(
-            (np.ones(net.indices.size), net.indices, net.indptr), (n, n)
-        )
-
-    def _excess(self, coords: np.ndarray) -> np.ndarray:
-        """Each agent's excess demand at its own coordinates ``coords`` (n, g): log-prices
-        or prices, by the rule's space."""
-        out = np.empty_like(coords)
-        log_space = self.space == "log"
-        # rows whose prices over- or underflow (a diverging run) report NaN excess demand,
-        # which the status check reads as divergence, instead of failing in the kernel
-        with np.errstate(divide="ignore", invalid="ignore"):
-            logp = coords if log_space else np.log(coords)
-            bad = ~(np.abs(logp) <= EXP_SAFE).all(axis=1)
-        safe = np.where(bad[:, None], 0.0 if log_space else 1.0, coords) if bad.any() else coords
-        use_threads(self.n_blocks)
-        kernel.excess_demand_rows(np.ascontiguousarray(safe), log_space, *self._arrays, out)
-        out[bad] = np.nan
-        return out
-
-    def _signal(self, tracker: np.ndarray, excess: np.ndarray) -> np.ndarray:
-        """What each agent reacts to (n, g): ``c_i y_i`` (tracking) or ``c_i sum_N[i] z_j``,
-        then the rule's signal transform (clip / normalize), if any."""
-        if self.signal == "tracking":
-            s = tracker * self.inv_scale
-        else:
-            s = (self.adjacency @ excess) * self.inv_scale
-        return transforms.transform_rows(s, self.economy.numeraire, *self.rule.signal_transform)
-
-    def _pin(self, coords: np.ndarray) -> np.ndarray:
-        return pin(coords, self.economy.numeraire, self.space)
-
-    def _metrics(self, round_: int, coords: np.ndarray, excess: np.ndarray) -> RoundMetrics:
-        partials = state_partials(coords, excess, self.space)
-        return reduce_partials(round_, partials, self.supply, self.economy.n_agents)
-
-
 # ---------------------------------------------------------------------------------------
 # Extragradient
 # ---------------------------------------------------------------------------------------
 
 
-class NetworkExtragradient(_NetworkComposite):
+class ExtragradientRound(RowRound):
+    """The decentralized extragradient round on a set of rows (two exchanges).
+
+    Phase 0 (exchange 1: neighbours' ``coords`` and ``tracker``; ``local``: ``excess``)::
+
+        wu_i = (W u)_i;  uh_i = pin(wu_i + eta s_i);  zh_i = z_i(uh_i)
+        yh_i = (W y)_i + zh_i - z_i                    (local: yh_i = zh_i)
+
+    Phase 1 (exchange 2: neighbours' ``look_tracker`` = yh; ``local``: ``look_excess`` = zh)::
+
+        u'_i = pin(wu_i + eta sh_i);  z'_i = z_i(u'_i);  y'_i = (W yh)_i + z'_i - zh_i
+
+    with ``s`` (``sh``) the signal of ``y`` (``yh``), see
+    :class:`tatonnet.agents.rules.extragradient.Extragradient` (``Notes``). ``mixed_coords``
+    (wu) is kept from phase 0 to phase 1 on the agent itself.
+    """
+
+    def __init__(self, rule: PriceRule, signal: str, numeraire: int, n_goods: int):
+        super().__init__(rule, signal, numeraire, n_goods)
+        if self.tracking:
+            self.exchanges = (("coords", "tracker"), ("look_tracker",))
+        else:
+            self.exchanges = (("coords", "excess"), ("look_excess",))
+
+    def init(self, rows: Rows, prices: np.ndarray) -> dict[str, np.ndarray]:
+        return self.initial_state(rows, prices)
+
+    def phase(self, p: int, rows: Rows, f: dict, round_: int) -> dict[str, np.ndarray]:
+        eta, W, o = self.rule.round_params(round_)[0], rows.mixing, rows.n_own  # the step
+        if p == 0:  # look ahead
+            u, y, z = f["coords"], f["tracker"], f["excess"]
+            wu = W @ u
+            uh = self.pin(wu + eta * self.signal_of(rows, y, z))
+            zh = self.excess(rows, uh)
+            out = {"mixed_coords": wu, "look_excess": zh}
+            if self.tracking:
+                out["look_tracker"] = W @ y + zh - z[:o]
+            return out
+        yh, zh = f.get("look_tracker"), f["look_excess"]  # step from W u with the look-ahead
+        u_new = self.pin(f["mixed_coords"] + eta * self.signal_of(rows, yh, zh))
+        z_new = self.excess(rows, u_new)
+        y_new = W @ yh + z_new - zh[:o] if self.tracking else z_new
+        return {"coords": u_new, "tracker": y_new, "excess": z_new}
+
+
+class NetworkExtragradient(RowRoundDynamics):
     """Decentralized extragradient tâtonnement (two message exchanges per round).
 
     The update is written out in :class:`tatonnet.agents.rules.extragradient.Extragradient`
-    (``Notes``). State: :class:`~tatonnet.environment.tatonnement.dynamics.MarketState`
-    with ``coords`` (n, g) log-prices or prices (the rule's ``space``), ``tracker`` (n, g) (equal to ``excess`` under ``local``), ``excess`` (n, g).
+    (``Notes``) and run by :class:`ExtragradientRound`. State:
+    :class:`~tatonnet.environment.tatonnement.dynamics.MarketState` with ``coords`` (n, g)
+    log-prices or prices (the rule's ``space``), ``tracker`` (n, g) (equal to ``excess``
+    under ``local``), ``excess`` (n, g).
     """
 
-    def step(self, state: MarketState, spare: MarketState | None = None):
-        """One round (two exchanges); returns ``(new_state, metrics)``. ``spare`` is unused."""
-        eta, W = self.rule.round_params(state.round)[0], self.mixing  # the schedule's step
-        u, y, z = state.coords, state.tracker, state.excess
-        s = self._signal(y, z)
-        # exchange 1: neighbours' log-prices and trackers (local: excess demands)
-        wu = W @ u
-        uh = self._pin(wu + eta * s)
-        zh = self._excess(uh)
-        yh = W @ y + zh - z if self.signal == "tracking" else zh
-        # exchange 2: neighbours' look-ahead trackers (local: look-ahead excess demands)
-        sh = self._signal(yh, zh)
-        u_new = self._pin(wu + eta * sh)
-        z_new = self._excess(u_new)
-        y_new = W @ yh + z_new - zh if self.signal == "tracking" else z_new
-        new = MarketState(u_new, y_new, z_new, state.buffers, state.round + 1)
-        return new, self._metrics(new.round, u_new, z_new)
+    def make_round(self) -> ExtragradientRound:
+        return ExtragradientRound(self.rule, self.signal, self.economy.numeraire,
+                                  self.economy.n_goods)  # fmt: skip
 
 
 class CentralExtragradient(CentralTatonnement):
@@ -241,57 +223,98 @@ class NewtonState(MarketState):
     jacobian: np.ndarray | None = None
 
 
-class NetworkNewton(_NetworkComposite):
-    """Decentralized Newton-type tâtonnement (one exchange of ``2g + (g-1)^2`` floats).
+def _mix_blocks(blocks: np.ndarray, matrix) -> np.ndarray:
+    """``matrix @ blocks`` for (n_src, k, k) blocks: the neighbourhood sums of (o, k, k)."""
+    n, k, _ = blocks.shape
+    return (matrix @ blocks.reshape(n, k * k)).reshape(-1, k, k)
 
-    The update is written out in :class:`tatonnet.agents.rules.newton.Newton` (``Notes``).
+
+class NewtonRound(RowRound):
+    """The decentralized Newton round on a set of rows (one exchange).
+
+    Exchange: neighbours' ``coords``, ``tracker`` and ``jac_tracker`` (``local``: ``coords``,
+    ``excess`` and ``jacobian``); then, with ``c_i`` the signal scale on the non-numeraire
+    goods ``f``::
+
+        zeta_i = c_i (W y)_i[f];  J_i = diag(c_i) (W H)_i    (local: sums over N[i] of z, J)
+        u'_i = (W u)_i;  u'_i[f] += step_size * d(zeta_i, J_i)
+        z'_i = z_i(u'_i);  J'_i = J_i(u'_i)
+        y'_i = (W y)_i + z'_i - z_i;  H'_i = (W H)_i + J'_i - J_i      (local: z', J')
+
+    See :class:`tatonnet.agents.rules.newton.Newton` (``Notes``).
     """
 
-    def __init__(self, economy: Economy, network: Network, rule: PriceRule, signal="tracking"):
-        super().__init__(economy, network, rule, signal)
-        _require_log(rule)
-        self.free = _free_goods(economy.n_goods, economy.numeraire)
+    state_fields = (*RowRound.state_fields, "jac_tracker", "jacobian")
 
-    def _jacobian(self, coords: np.ndarray, excess: np.ndarray) -> np.ndarray:
-        """Each agent's non-numeraire block of ``d z_i / d log p`` at its prices; (n, k, k)."""
-        e, a, family, sigma = self._arrays
+    def __init__(self, rule: PriceRule, signal: str, numeraire: int, n_goods: int):
+        super().__init__(rule, signal, numeraire, n_goods)
+        _require_log(rule)
+        self.free = _free_goods(n_goods, numeraire)
+        if self.tracking:
+            self.exchanges = (("coords", "tracker", "jac_tracker"),)
+        else:
+            self.exchanges = (("coords", "excess", "jacobian"),)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        k = self.free.size
+        return (k, k) if name in ("jac_tracker", "jacobian") else (self.n_goods,)
+
+    def jacobian(self, rows: Rows, coords: np.ndarray, excess: np.ndarray) -> np.ndarray:
+        """Each own agent's non-numeraire block of ``d z_i / d log p`` at its prices; (o, k, k)."""
+        e, a, family, sigma = rows.arrays
         jac = jacobian.demand_jacobian(np.exp(coords), e, a, family, sigma, log_prices=True,
                                        demand=excess + e)  # fmt: skip
         return np.ascontiguousarray(jac[:, self.free][:, :, self.free])
 
-    def init_state(self, prices: np.ndarray) -> NewtonState:
-        base = super().init_state(prices)
-        jac = self._jacobian(base.coords, base.excess)
-        return NewtonState(base.coords, base.tracker, base.excess, base.buffers, 0,
-                           jac.copy(), jac)  # fmt: skip
+    def init(self, rows: Rows, prices: np.ndarray) -> dict[str, np.ndarray]:
+        f = self.initial_state(rows, prices)
+        jac = self.jacobian(rows, f["coords"], f["excess"])
+        return {**f, "jac_tracker": jac.copy(), "jacobian": jac}
 
-    def _mix_blocks(self, blocks: np.ndarray, matrix) -> np.ndarray:
-        n, k, _ = blocks.shape
-        return (matrix @ blocks.reshape(n, k * k)).reshape(n, k, k)
-
-    def step(self, state: NewtonState, spare: MarketState | None = None):
-        """One round (one exchange); returns ``(new_state, metrics)``. ``spare`` is unused."""
-        rule, W, free = self.rule, self.mixing, self.free
-        u, y, z, H, J = state.coords, state.tracker, state.excess, state.jac_tracker, state.jacobian
-        scale = self.inv_scale[:, free]  # c_i on the non-numeraire goods (n, k)
-        if self.signal == "tracking":
-            zeta, jac_hat = (W @ y)[:, free] * scale, self._mix_blocks(H, W) * scale[:, :, None]
+    def phase(self, p: int, rows: Rows, f: dict, round_: int) -> dict[str, np.ndarray]:
+        rule, W, free, o = self.rule, rows.mixing, self.free, rows.n_own
+        u, y, z, H, J = (f[name] for name in ("coords", "tracker", "excess", "jac_tracker",
+                                              "jacobian"))  # fmt: skip
+        scale = rows.inv_scale[:, free]  # c_i on the non-numeraire goods (o, k)
+        if self.tracking:
+            wy, wh = W @ y, _mix_blocks(H, W)
+            zeta, jac_hat = wy[:, free] * scale, wh * scale[:, :, None]
         else:
-            zeta = (self.adjacency @ z)[:, free] * scale
-            jac_hat = self._mix_blocks(J, self.adjacency) * scale[:, :, None]
+            zeta = (rows.adjacency @ z)[:, free] * scale
+            jac_hat = _mix_blocks(J, rows.adjacency) * scale[:, :, None]
         d = newton_direction(zeta, jac_hat, rule.damping, rule.max_step)
         u_new = W @ u
         u_new[:, free] += rule.step_size * d
-        self._pin(u_new)
-        z_new = self._excess(u_new)
-        J_new = self._jacobian(u_new, z_new)
-        if self.signal == "tracking":
-            y_new = W @ y + z_new - z
-            H_new = self._mix_blocks(H, W) + J_new - J
+        self.pin(u_new)
+        z_new = self.excess(rows, u_new)
+        J_new = self.jacobian(rows, u_new, z_new)
+        if self.tracking:
+            y_new, H_new = wy + z_new - z[:o], wh + J_new - J[:o]
         else:
             y_new, H_new = z_new, J_new
-        new = NewtonState(u_new, y_new, z_new, state.buffers, state.round + 1, H_new, J_new)
-        return new, self._metrics(new.round, u_new, z_new)
+        return {"coords": u_new, "tracker": y_new, "excess": z_new, "jac_tracker": H_new,
+                "jacobian": J_new}  # fmt: skip
+
+
+class NetworkNewton(RowRoundDynamics):
+    """Decentralized Newton-type tâtonnement (one exchange of ``2g + (g-1)^2`` floats).
+
+    The update is written out in :class:`tatonnet.agents.rules.newton.Newton` (``Notes``)
+    and run by :class:`NewtonRound`; the state is a :class:`NewtonState`.
+    """
+
+    state_cls = NewtonState
+
+    def make_round(self) -> NewtonRound:
+        return NewtonRound(self.rule, self.signal, self.economy.numeraire, self.economy.n_goods)
+
+    @property
+    def free(self) -> np.ndarray:
+        return self.row_round.free
+
+    def _jacobian(self, coords: np.ndarray, excess: np.ndarray) -> np.ndarray:
+        """Each agent's non-numeraire block of ``d z_i / d log p`` at its prices; (n, k, k)."""
+        return self.row_round.jacobian(self.rows, coords, excess)
 
 
 class CentralNewton(CentralTatonnement):

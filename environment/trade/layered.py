@@ -96,8 +96,26 @@ merchant), each in the geometry its ``space`` names (price space: floored at
 ``PRICE_FLOOR``), with its options: the schedule scales the step by the market day
 (``state.round``), ``clip`` / ``normalize`` act on each merchant's signal row (norm over
 the non-numeraire goods). Composite rules (``engine`` set: extragradient, Newton) need
-trial excess-demand evaluations that a merchant does not have; they raise a one-line
-RuleError.
+trial excess-demand evaluations that a merchant does not have; under this (``kernel``)
+design they raise a one-line RuleError.
+
+Designs (``design=``, :data:`DESIGNS`)
+--------------------------------------
+``"kernel"`` (the default; everything above): each round the merchant steps its rule's
+kernel on its book signal, one market day a round. ``"books"`` (:class:`BooksMarket`):
+the same market, books, accounting and metrics, but the merchants price with the rules
+that converge centrally, rewritten to need nothing but their books
+(:mod:`tatonnet.environment.trade.merchant_rules`): ``optimistic`` (the last two signals;
+bit for bit the kernel design with the ``optimistic`` rule), ``extragradient`` (the
+look-ahead is a real market day at the extrapolated prices: two market days a round)
+and ``broyden`` (a damped, trust-region quasi-Newton step from a secant estimate of the
+merchant's own order Jacobian, learned from successive days' (price, order) lines after
+``g - 1`` probe days). ``merchant_rule`` picks one; by default the rule's name does
+(:data:`MERCHANT_RULE_OF`: ``optimistic``, ``extragradient``, ``newton`` -> ``broyden``),
+and the rule gives the step size, the geometry and (broyden) ``damping`` / ``max_step``.
+Measured (``benchmarks/layered_designs.py``, docs/05): broyden converges on scarf,
+scarf-variant, ces-substitutes and cobb-douglas, centrally and on their networks, where
+the kernel design diverges on scarf at every gain tried.
 
 Metrics (:class:`LayeredMetrics`): ``excess`` (g,) is the agents' aggregate net order
 against the merchants relative to supply, ``sum_m Z_m / S``; ``inventory_gap`` (g,) the
@@ -139,6 +157,7 @@ from tatonnet.environment.tatonnement.dynamics import (
     prices_from_coords,
     use_threads,
 )
+from tatonnet.environment.trade import merchant_rules
 
 
 class LayeredError(ValueError):
@@ -258,12 +277,7 @@ class LayeredMarket:
         p = {**DEFAULTS, **params}
         if not isinstance(rule, PriceRule):
             raise RuleError(f"layered market: expected a PriceRule, got {type(rule).__name__}")
-        if rule.engine is not None:
-            raise RuleError(
-                f"rule {rule.name!r} runs on the {rule.engine!r} engine (trial excess-demand "
-                "evaluations); merchants only see their inventory: use entropic, "
-                "multiplicative or another one-kernel rule"
-            )
+        self._check_rule(rule)
         if network.n_agents != economy.n_agents:
             raise LayeredError(
                 f"layered market: network has {network.n_agents} agents, economy {economy.n_agents}"
@@ -381,6 +395,17 @@ class LayeredMarket:
             else np.empty((0, g))
         )
 
+    def _check_rule(self, rule: PriceRule) -> None:
+        """One-line RuleError for a rule this design cannot run (here: a composite rule; the
+        message is the one the study tables record, kept as it was; ``design="books"``
+        runs extragradient and newton merchants)."""
+        if rule.engine is not None:
+            raise RuleError(
+                f"rule {rule.name!r} runs on the {rule.engine!r} engine (trial excess-demand "
+                "evaluations); merchants only see their inventory: use entropic, "
+                "multiplicative or another one-kernel rule"
+            )
+
     # ---- construction ---------------------------------------------------------------------
     def _place(self, M: int, layers: int, fan_in: int, seed: int):
         """Each agent's retail merchant (n,), retail sites (M,), merchant edges (E, 2) in
@@ -468,17 +493,31 @@ class LayeredMarket:
 
         ``spare`` is accepted for interface compatibility and ignored (the step is pure).
         """
-        tracking = self.signal == "tracking"
-        signal = np.ascontiguousarray(state.tracker if tracking else state.own_signal)
-        num = self.economy.numeraire
+        signal = self.rule_signal(state)
         rule = self.rule
-        if rule.signal_transform[0] != transforms.NONE:  # clip / normalize, per merchant
-            signal = transforms.transform_rows(signal, num, *rule.signal_transform)
         params = rule.round_params(state.round) if rule.scheduled else self._rule_params
         u = np.ascontiguousarray(self.mixing @ state.coords)
         buffers = state.buffers.copy()
         for m in range(self.n_merchants):  # merchants are few; agents never loop
             rule.kernel(u[m], signal[m], buffers[m], params)
+        new = self.trade_day(state, u, buffers, state.round + 1)
+        return new, self.metrics(new)
+
+    def rule_signal(self, state: LayeredState) -> np.ndarray:
+        """What each merchant's rule steps on after ``state``'s day: its tracker (or, under
+        ``local``, its own signal), clipped / normalized per merchant as the rule asks; (M, g)."""
+        tracking = self.signal == "tracking"
+        signal = np.ascontiguousarray(state.tracker if tracking else state.own_signal)
+        if self.rule.signal_transform[0] != transforms.NONE:  # clip / normalize, per merchant
+            num = self.economy.numeraire
+            signal = transforms.transform_rows(signal, num, *self.rule.signal_transform)
+        return signal
+
+    def trade_day(self, state: LayeredState, coords, buffers, round_: int) -> LayeredState:
+        """Post ``coords`` (M, g) (the numeraire pinned, price space floored), run one market
+        day after ``state``'s and read the books: the new state (``buffers`` as given)."""
+        num = self.economy.numeraire
+        u = coords
         if self.space == "log":
             u[:, num] = 0.0
         else:
@@ -486,13 +525,12 @@ class LayeredMarket:
             u = np.where(u < PRICE_FLOOR, PRICE_FLOOR, u)
         allocation, orders, inventory, cash = self._trade(u, state.inventory, state.cash)
         own = self._signal(orders, inventory)
-        if tracking:
+        if self.signal == "tracking":
             tracker = self.mixing @ state.tracker + own - state.own_signal
         else:
             tracker = own
-        new = LayeredState(u, inventory, cash, orders, own, tracker, allocation, buffers,
-                           state.round + 1)  # fmt: skip
-        return new, self.metrics(new)
+        return LayeredState(u, inventory, cash, orders, own, tracker, allocation, buffers,
+                            round_)  # fmt: skip
 
     # ---- views ---------------------------------------------------------------------------
     def metrics(self, state: LayeredState) -> LayeredMetrics:
@@ -530,11 +568,100 @@ class LayeredMarket:
         return {"exchanges": 1, "messages": messages, "floats": floats}
 
 
+class BooksMarket(LayeredMarket):
+    """The ``books`` design: the same market, merchants price with a rule of
+    :mod:`tatonnet.environment.trade.merchant_rules` (optimistic, extragradient, broyden).
+
+    Parameters: those of :class:`LayeredMarket`, plus ``merchant_rule`` (None: from the
+    rule's name, :data:`MERCHANT_RULE_OF`). ``rule`` gives the step size (and its
+    schedule), the geometry, the signal transform and, for broyden, ``damping`` and
+    ``max_step`` where it has them; composite rules (extragradient, newton) are welcome.
+
+    Attributes (beyond :class:`LayeredMarket`'s): ``merchant_rule`` (the
+    :class:`~tatonnet.environment.trade.merchant_rules.MerchantRule`), ``days_per_round``
+    (market days one round runs: 2 for extragradient).
+    """
+
+    def __init__(self, economy: Economy, network: Network, rule: PriceRule,
+                 merchant_rule: str | None = None, **params):  # fmt: skip
+        if not isinstance(rule, PriceRule):
+            raise RuleError(f"layered market: expected a PriceRule, got {type(rule).__name__}")
+        name = MERCHANT_RULE_OF.get(rule.name) if merchant_rule is None else merchant_rule
+        if name is None:
+            raise LayeredError(
+                f"layered market (books): rule {rule.name!r} has no merchant version; use "
+                f"one of {sorted(MERCHANT_RULE_OF)} or set merchant_rule to one of "
+                f"{sorted(merchant_rules.MERCHANT_RULES)}"
+            )
+        if name not in merchant_rules.MERCHANT_RULES:
+            raise LayeredError(
+                f"layered market (books): merchant_rule must be one of "
+                f"{sorted(merchant_rules.MERCHANT_RULES)}, got {name!r}"
+            )
+        self.merchant_rule = merchant_rules.make_merchant_rule(name, rule)
+        if self.merchant_rule.log_only and rule.space != "log":
+            raise LayeredError(
+                f"layered market (books): merchant rule {name!r} steps in log-prices; "
+                f"got space={rule.space!r}"
+            )
+        if self.merchant_rule.log_only and rule.signal_transform[0] != transforms.NONE:
+            raise LayeredError(
+                f"layered market (books): merchant rule {name!r} takes a Newton step, not a "
+                "step on the signal: no clip or normalize"
+            )
+        self.days_per_round = self.merchant_rule.days_per_round
+        super().__init__(economy, network, rule, **params)
+        #: whether merchants mix with neighbours (their Jacobian estimates too)
+        self.mixing_merchants = self.merchant_network is not None and self.params["mix_prices"]
+
+    def _check_rule(self, rule: PriceRule) -> None:
+        return None  # the merchant rule replaces the engine: every rule gives its step
+
+    def init_state(self, prices) -> LayeredState:
+        state = super().init_state(prices)
+        buffers = self.merchant_rule.init_buffers(self, state.coords, state.orders)
+        return dataclasses.replace(state, buffers=buffers)
+
+    def market_days(self, state: LayeredState) -> tuple[LayeredState, ...]:
+        """The ``days_per_round`` market days of the round after ``state`` (the last one is
+        the round's new state)."""
+        rule = self.rule
+        step = rule.round_params(state.round)[0] if rule.scheduled else rule.step_size
+        return self.merchant_rule.round(self, state, step)
+
+    def step(self, state: LayeredState, spare=None):
+        """One round of the merchant rule (``days_per_round`` market days)."""
+        new = self.market_days(state)[-1]
+        return new, self.metrics(new)
+
+    def messages_per_round(self) -> dict:
+        day = super().messages_per_round()
+        n_e = self._edges.shape[0]
+        extra = self.merchant_rule.extra_floats(self.economy.n_goods, self.signal == "tracking")
+        messages, floats = day["messages"], day["floats"]
+        if extra and self.mixing_merchants:
+            messages, floats = messages + 2 * n_e, floats + 2 * n_e * extra
+        k = self.days_per_round
+        return {"exchanges": k, "messages": k * messages, "floats": k * floats}
+
+
+#: The merchant rule a central rule becomes in the ``books`` design.
+MERCHANT_RULE_OF = {"optimistic": "optimistic", "extragradient": "extragradient",
+                    "newton": "broyden"}  # fmt: skip
+
+#: The layered market's designs: ``kernel`` (the rule's kernel on the book signal, one day
+#: a round; the default) and ``books`` (merchant rules, :class:`BooksMarket`).
+DESIGNS = {"kernel": LayeredMarket, "books": BooksMarket}
+
+
 def make_layered_dynamics(economy: Economy, network: Network, rule=None, **params):
     """The layered market with the interface of :class:`tatonnet.environment.tatonnement.dynamics.NetworkTatonnement`.
 
     ``rule``: a PriceRule, a registered rule name, or None (``multiplicative`` with its
-    default step). ``params``: see :data:`DEFAULTS` and :class:`LayeredMarket`.
+    default step; under ``design="books"`` the rule behind ``merchant_rule``, default
+    ``optimistic``). ``params``: see :data:`DEFAULTS` and :class:`LayeredMarket`, plus
+    ``design`` (``"kernel"``, the default, or ``"books"``: :class:`BooksMarket`) and, for
+    ``books``, ``merchant_rule``.
 
     >>> import numpy as np
     >>> from tatonnet.agents.utility import Family
@@ -549,12 +676,22 @@ def make_layered_dynamics(economy: Economy, network: Network, rule=None, **param
     >>> bool(metrics.excess_demand < 1e-8), np.round(dyn.prices(state), 6)
     (True, array([[1., 1.]]))
     """
+    design = params.pop("design", "kernel")
+    if not isinstance(design, str) or design not in DESIGNS:
+        raise LayeredError(f"layered market: design must be one of {list(DESIGNS)}, got {design!r}")
+    market_keys = set(DEFAULTS)
+    if design == "books":
+        market_keys.add("merchant_rule")
+    elif "merchant_rule" in params:
+        raise LayeredError("layered market: merchant_rule needs design='books'")
     if rule is None:
-        rule = make_rule("multiplicative")
+        merchant = params.get("merchant_rule")
+        default = {v: k for k, v in MERCHANT_RULE_OF.items()}.get(merchant, "optimistic")
+        rule = make_rule("multiplicative" if design == "kernel" else default)
     elif isinstance(rule, str):
-        hyper = {k: params.pop(k) for k in list(params) if k not in DEFAULTS}
+        hyper = {k: params.pop(k) for k in list(params) if k not in market_keys}
         rule = make_rule(rule, **hyper)
-    return LayeredMarket(economy, network, rule, **params)
+    return DESIGNS[design](economy, network, rule, **params)
 
 
 def _territories(indptr, indices, k: int, rng: np.random.Generator):
