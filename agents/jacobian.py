@@ -138,3 +138,50 @@ def aggregate_demand_jacobian(
     if not log_prices:
         jac /= prices[None, :]
     return jac
+
+
+def demand_parameter_jacobian(
+    prices: np.ndarray,
+    endowments: np.ndarray,
+    shares: np.ndarray,
+    sigma: np.ndarray,
+    *,
+    demand: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Derivatives of CES demand with respect to the utility parameters, at fixed prices.
+
+    From ``log x_j = log a_j - s log p_j + log w - log sum_k a_k p_k^(1-s)`` with
+    ``theta_k = p_k x_k / w`` (budget shares) and ``w = p . e``::
+
+        d x_j / d log a_m = x_j (delta_jm - theta_m)
+        d x_j / d s       = x_j (sum_k theta_k log p_k - log p_j)
+
+    Shares enter through their logarithm (goods with ``a_m = 0`` are never bought; their
+    column is zero), so any positive rescaling of ``a`` is a flat direction (``sum_m`` of
+    the first array's columns is zero): a calibration fixes one log-share.
+
+    Parameters
+    ----------
+    prices, endowments, shares : (n, g) — one row per agent or observation
+    sigma : (n,) positive CES elasticities
+    demand : (n, g) or None — CES demand at these arguments, if already computed
+
+    Returns
+    -------
+    ``(d_log_shares, d_sigma)``: (n, g, g) with ``[i, j, m] = d x_ij / d log a_im``, and
+    (n, g) with ``[i, j] = d x_ij / d sigma_i``.
+    """
+    prices = np.asarray(prices, dtype=float)
+    endowments = np.asarray(endowments, dtype=float)
+    sigma = np.asarray(sigma, dtype=float)
+    if demand is None:
+        family = np.full(prices.shape[0], Family.CES, dtype=np.int8)
+        demand = utility.demand(prices, endowments, shares, family, sigma)
+    x = np.asarray(demand, dtype=float)
+    wealth = np.einsum("ij,ij->i", prices, endowments)[:, None]
+    theta = prices * x / wealth
+    d_log_shares = -x[:, :, None] * theta[:, None, :]
+    np.einsum("ijj->ij", d_log_shares)[...] += x
+    logp = np.log(prices)
+    d_sigma = x * (np.einsum("ij,ij->i", theta, logp)[:, None] - logp)
+    return d_log_shares, d_sigma

@@ -5,7 +5,8 @@ tatonnet                          # the built-in 'default' scenario
 tatonnet --scenario scarf --graph central --rounds 500
 tatonnet --scenario my_economy.toml --out runs/mine
 
-Subcommands (each has its own --help): tatonnet study | inspect RUN_DIR | dashboard
+Subcommands (each has its own --help): tatonnet study | inspect RUN_DIR | dashboard |
+calibrate DATA
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SUBCOMMANDS = {
     "study": "tatonnet.cli.study",
     "inspect": "tatonnet.cli.inspect",
     "dashboard": "tatonnet.cli.dashboard",
+    "calibrate": "tatonnet.cli.calibrate",
 }
 
 
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"built-in scenarios: {', '.join(builtin_names())}\n"
             f"price-update rules:\n{rules}\n\n"
             "subcommands: tatonnet study (grid of scenarios x rules, verdict table),\n"
-            "tatonnet inspect RUN_DIR, tatonnet dashboard; each has --help.\n\n"
+            "tatonnet inspect RUN_DIR, tatonnet dashboard, tatonnet calibrate DATA (utility\n"
+            "parameters from data); each has --help.\n\n"
             "Options given here override the scenario file. Exit status: 0 when the run\n"
             "finished (whatever its verdict: converged, cycling, diverged, stalled,\n"
             "max_rounds or numerical_error), 2 for invalid input, 1 when workers were\n"

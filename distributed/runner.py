@@ -131,6 +131,11 @@ class RunOptions:
             raise RunConfigError(f"--exchange {self.exchange!r}: expected driver or peer")
         if self.ray and self.workers < 1:
             raise RunConfigError("Ray needs --workers 1 or more")
+        if scenario.growth is not None and (self.workers >= 1 or self.use_ray):
+            raise RunConfigError(
+                f"[growth]: a growing market runs in this process (the fused kernel rebuilt "
+                f"at every join and leave); use --workers 0, not {self.workers}"
+            )
         if self.checkpoint_every and self.workers == 0:
             raise RunConfigError("--checkpoint-every needs --workers 1 or more (sharded engine)")
         if self.kill_worker_at_round is not None and not self.use_ray:
@@ -383,7 +388,6 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
     if engine is not None:
         engine.on_checkpoint = functools.partial(_save_history, model)
         engine.plan(d.tol, d.rounds, options.checkpoint_every, options.stop_after_round)
-    n = model.economy.n_agents
     bar = tqdm(
         total=d.rounds, initial=model.round, delay=2.0, file=sys.stderr, unit="round",
         disable=not options.progress, desc=scenario.name, dynamic_ncols=True,
@@ -416,6 +420,7 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
             f"{engine.pending_rounds} more: ShardEngine.plan and the model disagree on stopping"
         )
     rounds = model.round
+    n = model.economy.n_agents  # at the end (a growing market's final population)
     t_reference = time.perf_counter()
     references, method = reference_equilibria(model) if options.reference else ([], "not computed")
     verdict = model.classify(references)
@@ -485,5 +490,7 @@ def _run(scenario, options, work, resume, t_start, where) -> RunResult:
         "timed_rounds": max(timed_rounds, 0),
         "versions": versions(),
     }
+    if model.growth is not None:
+        summary["growth"] = model.growth.summary()
     summary["reference_seconds"] = time.perf_counter() - t_reference
     return RunResult(model, verdict, summary, references)

@@ -36,9 +36,12 @@ from mesa.experimental.scenarios import Scenario as MesaScenario
 from tatonnet.agents.trader import Trader
 from tatonnet.environment import sizing
 from tatonnet.environment.engines import make_dynamics
+from tatonnet.environment.growth import GrowingMarket
 from tatonnet.environment.scenario import (
     Scenario,
+    build_economy,
     build_market,
+    initial_prices,
     load_scenario,
 )
 from tatonnet.environment.tatonnement import status
@@ -223,7 +226,18 @@ class MarketModel(Model):
         self._spare: MarketState | None = None
         self._next_round = None
         self._metrics: RoundMetrics | None = None
-        if engine is not None and scenario.builder == "shards":
+        self.growth: GrowingMarket | None = None
+        if scenario.growth is not None and engine is not None:
+            raise ValueError("growth: a growing market runs in this process (no engine)")
+        if scenario.growth is not None:  # the founders: see tatonnet.environment.growth
+            g = self.growth = GrowingMarket(scenario, *build_economy(scenario),
+                                            initial_prices(scenario))  # fmt: skip
+            self.economy, self._group, self.network = g.economy, g.group, g.network
+            self.dynamics = make_dynamics(self.economy, self.network, rule, d.signal)
+            self.engine = None
+            self.state = self.dynamics.init_state(self.growth.prices)
+            self.metrics = self._initial_metrics()
+        elif engine is not None and scenario.builder == "shards":
             # the shards draw their own rows: this process holds views, not the economy
             self.engine = engine(None, None, rule, d.signal, None, None, scenario=scenario)
             self.economy, self.network = self.engine.views()
@@ -249,7 +263,7 @@ class MarketModel(Model):
         self._traders: dict[int, Trader] = {}
         self._all_created = False
         if mesa_agents is None:
-            mesa_agents = n <= MESA_AGENTS_UP_TO
+            mesa_agents = n <= MESA_AGENTS_UP_TO and self.growth is None
         if mesa_agents:
             self._create_traders()
 
@@ -262,7 +276,7 @@ class MarketModel(Model):
             reporters[f"excess_{good}"] = lambda m, j=j: float(m.metrics.excess[j])
         if agent_data_every is None:
             samples = math.ceil(d.rounds / AGENT_DATA_EVERY) + 1
-            small = n * samples <= AGENT_DATA_ROWS and engine is None
+            small = n * samples <= AGENT_DATA_ROWS and engine is None and self.growth is None
             agent_data_every = AGENT_DATA_EVERY if small else 0
         if agent_data_every < 0:
             raise ValueError(f"agent_data_every: expected >= 0, got {agent_data_every}")
@@ -353,6 +367,8 @@ class MarketModel(Model):
         or when the scenario's rounds are spent (``running`` False)."""
         round_, self._next_round = self._next_round or self._fused_round, None
         round_()
+        if self.growth is not None:
+            self._grow()
         self._after_round()
 
     def _fused_round(self) -> None:
@@ -361,6 +377,24 @@ class MarketModel(Model):
         else:
             new, self.metrics = self.dynamics.step(self.state, self._spare)
             self._spare, self.state = self.state, new
+
+    def _grow(self) -> None:
+        """Apply the growth events due after this round (:mod:`tatonnet.environment.growth`):
+        new rows, graph and dynamics; the Mesa agents are made afresh on demand."""
+        dyn = self.dynamics
+        state = self.growth.advance(self.round, self.state, dyn.rule, dyn.space == "log")
+        if state is None:
+            return
+        g = self.growth
+        self.economy, self._group, self.network = g.economy, g.group, g.network
+        self.dynamics = make_dynamics(self.economy, self.network, dyn.rule, dyn.signal)
+        self.state, self._spare = state, None
+        for trader in self._traders.values():  # views of rows that moved
+            self.deregister_agent(trader)
+        self._traders, self._all_created = {}, False
+        partials = state_partials(state.coords, state.excess, self.dynamics.space)
+        self.metrics = reduce_partials(state.round, partials, self.economy.supply,
+                                       self.economy.n_agents)  # fmt: skip
 
     def run_model(self) -> None:
         """Step until ``running`` turns False: converged, diverged, or the scenario's
@@ -419,6 +453,9 @@ class MarketModel(Model):
     def _after_round(self) -> None:
         m, tol = self.metrics, self.config.dynamics.tol
         verdict = status.stop_verdict(m, tol)
+        growing = self.growth is not None and self.growth.pending
+        if verdict is not None and verdict.status == "converged" and growing:
+            verdict = None  # converged so far, but more agents are still to join
         if verdict is not None:
             self.verdict = verdict
             self.running = False

@@ -20,13 +20,14 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_serializer, model_validator
 
 from tatonnet.agents.rules import OPTIONS, PriceRule, RuleError, make_rule
 from tatonnet.agents.utility import FAMILY_NAMES, FAMILY_SIGMA, Family
 from tatonnet.environment import fisher, sizing
 from tatonnet.environment.build.streams import ENDOWMENT, GRAPH, PLACEMENT, PRICES, SHARES
 from tatonnet.environment.economy import Economy, EconomyError
+from tatonnet.environment.growth import GrowthError, GrowthSpec
 from tatonnet.environment.network import GENERATORS, Network, NetworkError, build_network
 from tatonnet.environment.ordering import locality_order, reorder
 from tatonnet.environment.sizing import SizeError
@@ -57,7 +58,7 @@ class ScenarioError(ValueError):
 
 
 #: What a user's scenario (file or overrides) can raise: each is a one-line message.
-SCENARIO_ERRORS = (ScenarioError, RuleError, NetworkError, EconomyError, SizeError)
+SCENARIO_ERRORS = (ScenarioError, RuleError, NetworkError, EconomyError, SizeError, GrowthError)
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -278,7 +279,15 @@ class Scenario(_Strict):
     builder: Literal["driver", "shards"] = "driver"
     dynamics: Dynamics = Dynamics()
     trade: TradeSpec | None = None
+    growth: GrowthSpec | None = None
     source: str = ""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        data = handler(self)
+        if self.growth is None:  # dumps (run.json, cache keys) stay as before growth existed
+            data.pop("growth", None)
+        return data
 
     @model_validator(mode="after")
     def _shapes(self):
@@ -286,6 +295,8 @@ class Scenario(_Strict):
         self._limits()
         if self.builder == "shards":
             self._shard_buildable()
+        if self.growth is not None:
+            self._growth_fits()
         if self.fisher is not None:
             return self._fisher_shapes()
         if not self.agents:
@@ -311,6 +322,21 @@ class Scenario(_Strict):
             raise ValueError(f"dynamics.initial_prices: expected {g} values, got {len(prices)}")
         self._initial_price_range()
         return self
+
+    def _growth_fits(self):
+        """A ``[growth]`` table: what can grow, and a schedule that brings everybody in."""
+        why = (
+            "a Fisher market" if self.fisher is not None
+            else 'builder "shards"' if self.builder == "shards"
+            else "network.kind central (no graph to join)" if self.network.kind == "central"
+            else f"network.kind {self.network.kind!r}" if self.network.kind == "file"
+            else f"rule {self.dynamics.rule!r} (its own dynamics)"
+            if self.dynamics.make_rule().engine is not None
+            else None
+        )  # fmt: skip
+        if why is not None:
+            raise ValueError(f"growth: {why} cannot grow (growth runs the fused kernel on a graph)")
+        self.growth.events(self.n_agents, self.dynamics.rounds)  # GrowthError: one line
 
     def _limits(self):
         """Hard size limits (:mod:`tatonnet.environment.sizing`) and safe good names."""

@@ -40,6 +40,10 @@ def open_folder(path):
     if not path.is_dir():
         raise ExportError(f"{str(path)!r} is not a folder")
     kind = folder_kind(path)
+    if kind == "calibrate":
+        raise ExportError(
+            f"{str(path)!r} is a calibration folder: read its summary.json and parameters.csv"
+        )
     if kind == "trade":
         return trade_folder.open_trade(path)
     if kind == "study":

@@ -5,7 +5,7 @@ A run works in ``.<name>.partial`` beside ``DIR`` (its checkpoints live there, s
 everything is written.
 
 **Ownership.** The first file written into a new work folder is the marker
-``.tatonnet-output.json`` (the run's ``id``, its ``kind``: run, study or trade, when and by
+``.tatonnet-output.json`` (the run's ``id``, its ``kind``: run, study, trade or calibrate, when and by
 which process); it stays in the published folder. ``--force`` replaces only a folder that
 carries a marker, ``--resume`` continues only a work folder with a marker and ``run.json``,
 and a run deletes only folders it can prove are tatonnet's: a folder of the user's files, a
@@ -62,7 +62,7 @@ from tatonnet.results import checkpoints
 #: The marker file of a folder a tatonnet run created (JSON, see :func:`read_marker`).
 MARKER = ".tatonnet-output.json"
 _MARKER_TAG = "tatonnet output folder"
-KINDS = ("run", "study", "trade")
+KINDS = ("run", "study", "trade", "calibrate")
 #: Folders of the repository (when the package is the repository) that hold code, not runs.
 _CODE_FOLDERS = {".git", ".venv", "build", "tests", "tatonnet.egg-info"}
 

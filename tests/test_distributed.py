@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from helpers import assert_same_run
+
 from tatonnet.cli import run
 from tatonnet.distributed.engine import ShardEngine
 from tatonnet.distributed.partition import partition, shard_ranges
@@ -60,6 +60,14 @@ def _run_model(scenario, engine=None, rounds: int = 25):
         m = model.metrics
         history.append((m.excess.copy(), m.mean_price.copy(), m.log_min.copy(), m.log_max.copy()))
     return model, history
+
+
+@functools.cache
+def _reference(graph: str):
+    """The single-process model of ``_scenario(graph)`` after 25 rounds and its history,
+    computed once per graph (the shard tests compare every shard count with it; the
+    model is only read)."""
+    return _run_model(_scenario(graph))
 
 
 def _same(history_a, history_b) -> bool:
@@ -115,7 +123,7 @@ def test_locality_order_is_a_relabelling_that_cuts_no_worse(graph):
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_in_process_shards_equal_the_kernel(graph, k):
     scenario = _scenario(graph)
-    ref, ref_history = _run_model(scenario)
+    ref, ref_history = _reference(graph)
     engine = functools.partial(ShardEngine, n_shards=k, use_ray=False)
     model, history = _run_model(scenario, engine)
     assert _same(ref_history, history)
@@ -171,7 +179,7 @@ def test_ray_workers_are_bit_identical_to_one_process(local_ray, graph, workers)
     """2, 3 and 4 Ray workers over the two graphs (each worker count once: an actor group
     costs seconds; the in-process shard tests run every count on every graph)."""
     scenario = _scenario(graph)
-    ref, ref_history = _run_model(scenario)
+    ref, ref_history = _reference(graph)
     for k in workers:
         engine = functools.partial(ShardEngine, n_shards=k, use_ray=True)
         model, history = _run_model(scenario, engine)

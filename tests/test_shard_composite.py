@@ -27,8 +27,8 @@ import functools
 
 import numpy as np
 import pytest
-
 from helpers import assert_same_run
+
 from tatonnet.distributed.composite_shard import CompositeShard
 from tatonnet.distributed.engine import ShardEngine
 from tatonnet.distributed.runner import (

@@ -166,6 +166,15 @@ def local_ray():
     cluster.shutdown()
 
 
+@pytest.fixture(scope="module")
+def converging():
+    """A run that converges (the verdict falls inside a batch), and its in-process result."""
+    scenario = load_scenario("cobb-douglas").with_overrides(agents=N, rounds=3000, tol=1e-3)
+    ref = run_scenario(scenario, _options(workers=0))
+    assert ref.summary["status"] == "converged" and ref.summary["rounds"] % 7  # 304 rounds
+    return scenario, ref
+
+
 @pytest.mark.ray
 def test_any_worker_and_thread_count_gives_the_same_bits(local_ray, tmp_path):
     """One worker of 2 threads, two of 1 (``--sync-every auto`` and 1), and in-process.
@@ -197,21 +206,26 @@ def test_any_worker_and_thread_count_gives_the_same_bits(local_ray, tmp_path):
 
 
 @pytest.mark.ray
-def test_batched_worker_stops_at_the_same_round(local_ray):
-    """A run that converges: the verdict falls inside a batch of the one-worker run."""
-    scenario = load_scenario("cobb-douglas").with_overrides(agents=N, rounds=3000)
-    ref = run_scenario(scenario, _options(workers=0))
-    assert ref.summary["status"] == "converged" and ref.summary["rounds"] < 3000
+def test_batched_worker_stops_at_the_same_round(local_ray, converging):
+    """A run that converges: the verdict falls inside a batch of the one-worker run (the
+    converging run of the two-worker tests below, its in-process result computed once)."""
+    scenario, ref = converging
     one = run_scenario(scenario, _options(workers=1, threads=2, ray=True))
     _assert_same(ref, one)
     assert one.model.engine.pending_rounds == 0
     one.model.engine.shutdown()
 
 
-@pytest.mark.ray
-def test_batched_worker_resumes_bit_identically(local_ray, tmp_path):
+@pytest.fixture(scope="module")
+def fifty_rounds():
+    """The 50-round default economy and its in-process result (two tests resume it)."""
     scenario = _scenario(rounds=50)
-    ref = run_scenario(scenario, _options(workers=0))
+    return scenario, run_scenario(scenario, _options(workers=0))
+
+
+@pytest.mark.ray
+def test_batched_worker_resumes_bit_identically(local_ray, fifty_rounds, tmp_path):
+    scenario, ref = fifty_rounds
     options = _options(workers=1, threads=2, ray=True, checkpoint_every=20)
     with claim_new(tmp_path / "out", "run") as claim:
         work = claim.work
@@ -220,15 +234,6 @@ def test_batched_worker_resumes_bit_identically(local_ray, tmp_path):
 
 
 # ---- two workers: rounds submitted in batches (--sync-every), shard-to-shard exchange ----
-@pytest.fixture(scope="module")
-def converging():
-    """A run that converges (the verdict falls inside a batch), and its in-process result."""
-    scenario = load_scenario("cobb-douglas").with_overrides(agents=N, rounds=3000, tol=1e-3)
-    ref = run_scenario(scenario, _options(workers=0))
-    assert ref.summary["status"] == "converged" and ref.summary["rounds"] % 7  # 304 rounds
-    return scenario, ref
-
-
 @pytest.mark.ray
 @pytest.mark.parametrize(("exchange", "sync_every"), [("driver", 7), ("peer", 7)])
 def test_two_workers_stop_at_the_same_round_in_batches(local_ray, converging, exchange,
@@ -245,9 +250,9 @@ def test_two_workers_stop_at_the_same_round_in_batches(local_ray, converging, ex
 
 
 @pytest.mark.ray
-def test_shard_to_shard_exchange_recovers_and_resumes_bit_identically(local_ray, tmp_path):
-    scenario = _scenario(rounds=50)
-    ref = run_scenario(scenario, _options(workers=0))
+def test_shard_to_shard_exchange_recovers_and_resumes_bit_identically(local_ray, fifty_rounds,
+                                                                     tmp_path):  # fmt: skip
+    scenario, ref = fifty_rounds
     options = _options(workers=2, threads=1, exchange="peer", sync_every=4, checkpoint_every=20)
     with claim_new(tmp_path / "out", "run") as claim:
         work = claim.work

@@ -27,6 +27,8 @@ from tatonnet.environment.tatonnement.kernel import BLOCK
 
 #: Stream numbers (the first spawn-key entry of a draw); never renumber, it changes economies.
 SHARES, ENDOWMENT, PLACEMENT, PRICES, GRAPH, POINTS = range(6)
+#: A growing market's join order, founders' graph, links and leavers (environment/growth.py).
+GROWTH = 6
 
 __all__ = ["BLOCK", "block_generator", "blocks_of", "Permutation", "hash_uniform", "splitmix64"]
 
