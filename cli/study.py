@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tatonnet.cli.parsing import EXIT_USAGE, OneLineParser, non_negative_int
-from tatonnet.studies import report
+from tatonnet.studies import figures, report
 from tatonnet.studies.grid import StudyError, expand, load_study
 
 
@@ -84,10 +84,8 @@ def _main(argv: list[str] | None = None) -> int:
         cells = expand(study)
         configs = cache.cell_configs(cells)  # every key, before any folder is touched
         out = args.out or Path("runs") / f"study-{safe_name(study.name)}"
-        from tatonnet.studies.figures import figure_names
-
-        figures = figure_names((c.scenario for c in cells), modes=(c.mode for c in cells))
-        claim = claim_study(out, args.force, outputs=(*TABLES, *figures))
+        plotted = figures.figure_names((c.scenario for c in cells), modes=(c.mode for c in cells))
+        claim = claim_study(out, args.force, outputs=(*TABLES, *plotted))
         # validated, locked, marked; unlocked in `finally`, after any clean-up
         store = claim.store
         plan = cache.plan(cells, configs, store, reuse=not args.force)
@@ -188,8 +186,6 @@ def _write_tables(study, cells, rows, plan, store, work: Path, args, t0, claim, 
     report.write_trajectories(stored(rows), work / "cells.parquet")
     report.write_timing(rows, work / "timing.csv")
     (work / "headline.md").write_text(report.headline_tables(rows) + "\n")
-    from tatonnet.studies import figures
-
     for scenario in dict.fromkeys(r["scenario"] for r in rows):  # one scenario in memory
         figures.plot_figures(list(stored(r for r in rows if r["scenario"] == scenario)), work)
     for mode in dict.fromkeys(r["mode"] for r in rows):
@@ -203,15 +199,19 @@ def _write_tables(study, cells, rows, plan, store, work: Path, args, t0, claim, 
     })  # fmt: skip
 
 
+def _counts(values: list[str]) -> dict[str, int]:
+    """How often each value occurs, in the order the values first appear."""
+    return {v: values.count(v) for v in dict.fromkeys(values)}
+
+
 def status_counts(rows: list[dict]) -> dict[str, int]:
     """Cells per status, in the order the statuses first appear."""
-    return {s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)}
+    return _counts([r["status"] for r in rows])
 
 
 def verdict_counts(rows: list[dict]) -> dict[str, int]:
     """Tuned cells per verdict (``converges``, ``unconfirmed``, ``fails``...); {} if none."""
-    tuned = [r["verdict"] for r in rows if r.get("verdict")]
-    return {v: tuned.count(v) for v in dict.fromkeys(tuned)}
+    return _counts([r["verdict"] for r in rows if r.get("verdict")])
 
 
 def write_summary(work: Path, study, rows: list[dict], extra: dict) -> dict:
@@ -226,7 +226,8 @@ def write_summary(work: Path, study, rows: list[dict], extra: dict) -> dict:
     summary = {
         "kind": "study", "study": study.name, "description": study.description,
         "study_source": study.source, "cells": len(rows), "status_counts": status_counts(rows),
-        "status_by_rule": by_rule, "verdict_counts": verdict_counts(rows), "scenarios": list(dict.fromkeys(r["scenario"] for r in rows)),
+        "status_by_rule": by_rule, "verdict_counts": verdict_counts(rows),
+        "scenarios": list(dict.fromkeys(r["scenario"] for r in rows)),
         "headline": "headline.md", "verdicts": "verdicts.csv", **extra,
     }  # fmt: skip
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

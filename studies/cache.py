@@ -102,7 +102,7 @@ def cell_config(cell: Cell, scenarios: _Scenarios | None = None) -> dict:
     else:
         fields["tune"] = [list(kv) for kv in cell.tune]
     fields["hyperparameters"] = [list(kv) for kv in cell.hyperparameters]
-    rule = make_rule(cell.rule, **grid.split_hyperparameters(grid.rule_hyperparameters(cell, sc))[0])
+    rule = make_rule(cell.rule, **grid.cell_hyperparameters(cell, sc)[0])
     return {
         "format": CELL_FORMAT,
         "tatonnet": _version(),

@@ -87,7 +87,8 @@ class _Strict(BaseModel):
 
 class Tune(_Strict):
     """A sweep's tuner (:func:`tatonnet.studies.tune.tune_cell`): each cell searches its
-    rule's step size and main hyperparameters instead of running fixed step sizes."""
+    rule's step size and main hyperparameters instead of running fixed step sizes. The
+    fields are :func:`~tatonnet.studies.tune.tune_cell`'s options of the same names."""
 
     trials: int = Field(24, ge=1, le=10_000)
     batch: int = Field(8, ge=1, le=10_000)
@@ -458,15 +459,16 @@ def _downsample(T: int, keep: int = KEEP_POINTS) -> np.ndarray:
     return np.unique(np.linspace(0, T - 1, keep).round().astype(np.int64))
 
 
-def rule_hyperparameters(cell: Cell, scenario) -> dict:
-    """The hyperparameters a cell's rule is made with: the sweep's, its step size, else the
+def cell_hyperparameters(cell: Cell, scenario) -> tuple[dict, dict]:
+    """``(rule hyperparameters, market parameters)`` a cell is made with
+    (:func:`split_hyperparameters` of the sweep's): the rule's with its step size, else the
     scenario's own step size when the scenario names this rule (else the rule's default)."""
-    hyper = dict(cell.hyperparameters)
+    hyper, market = split_hyperparameters(dict(cell.hyperparameters))
     if cell.step_size is not None:
         hyper["step_size"] = cell.step_size
     elif scenario.dynamics.rule == cell.rule and scenario.dynamics.step_size is not None:
         hyper.setdefault("step_size", scenario.dynamics.step_size)
-    return hyper
+    return hyper, market
 
 
 def run_cell(cell: Cell) -> dict:
@@ -480,7 +482,7 @@ def run_cell(cell: Cell) -> dict:
     t0 = time.perf_counter()
     sc, economy, network = _economy(cell.scenario, cell.agents, cell.graph, cell.seed)
     references, method = _equilibria(cell.scenario, cell.agents, cell.seed)
-    rule_hyper, market_hyper = split_hyperparameters(rule_hyperparameters(cell, sc))
+    rule_hyper, market_hyper = cell_hyperparameters(cell, sc)
     rule = make_rule(cell.rule, **rule_hyper)
     row = {
         "cell": cell.id,

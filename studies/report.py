@@ -17,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tatonnet.studies.tune import TUNED_COLUMNS
+
 COLUMNS = [
     "cell", "sweep", "scenario", "mode", "graph", "agents", "goods", "market", "rule",
     "step_size", "hyperparameters", "seed", "status", "rounds", "rounds_to_tol", "max_rounds", "tol",
     "excess_demand", "price_dispersion", "prices", "equilibria", "reached", "nearest",
     "distance", "distances", "equilibrium_method", "period", "evidence",
     "exchanges_per_round", "messages_per_round", "messages", "floats", "reason",
-    # a tuned cell's (tatonnet.studies.tune.TUNED_COLUMNS); empty for a cell at fixed steps
-    "verdict", "trials", "converged_trials", "pruned_trials", "converged_step_min",
-    "converged_step_max", "searched", "best_status", "recheck_seed", "recheck_status",
-    "tuned_reason",
+    *TUNED_COLUMNS,  # a tuned cell's; empty for a cell at fixed step sizes
 ]  # fmt: skip
 
 

@@ -423,9 +423,7 @@ def search_cell(
 
     _check_options(cell, trials, batch, workers, report_every, reduction_factor)
     pinned = tuple(sorted(dict(cell.hyperparameters).items()))
-    dims = search_space.space_for(cell.rule, fixed=[k for k, _ in pinned]) + market_dimensions(
-        cell, [k for k, _ in pinned]
-    )
+    dims = search_space.space_for(cell.rule, fixed=[k for k, _ in pinned]) + market_dimensions(cell)
     every = report_every or max(1, cell.rounds // 20)
     pruning = PrunerSettings(every, 2 * every, reduction_factor, prune)
 
@@ -463,16 +461,16 @@ def search_cell(
     return results, dims, None
 
 
-def market_dimensions(cell: Cell, fixed=()) -> tuple:
-    """The market hyperparameters searched for a cell, less the cell's pinned ones and
-    ``fixed`` (``market.``-prefixed,
+def market_dimensions(cell: Cell) -> tuple:
+    """The market hyperparameters searched for a cell, less the cell's pinned ones
+    (``market.``-prefixed,
     :func:`~tatonnet.studies.search_space.market_space_for`): none for the flat market;
     the merchants' gains (and, on a network, their rebalancing) for a layered one. The
     books design's ``market.merchant_rule`` is not searched: the cell's rule names the
     merchants' rule (a study compares rules, so the rule is the cell's, not a trial's)."""
     pinned = (k for k, _ in cell.hyperparameters)
     return search_space.market_space_for(
-        cell.market, fixed=(*fixed, *pinned, search_space.MARKET_PREFIX + "merchant_rule"),
+        cell.market, fixed=(*pinned, search_space.MARKET_PREFIX + "merchant_rule"),
         central=cell.mode == "central",
     )  # fmt: skip
 
@@ -649,12 +647,7 @@ def run_tuned_cell(cell: Cell) -> dict:
     from tatonnet.studies.grid import run_cell
 
     t0 = time.perf_counter()
-    settings = dict(cell.tune)
-    verdict = tune_cell(
-        cell, trials=settings["trials"], batch=settings["batch"], seed=settings["seed"],
-        report_every=settings["report_every"], prune=settings["prune"],
-        reduction_factor=settings["reduction_factor"],
-    )  # fmt: skip
+    verdict = tune_cell(cell, **dict(cell.tune))  # Tune's fields are tune_cell's options
     if verdict.verdict == "skipped":
         result = run_cell(cell)
     else:
